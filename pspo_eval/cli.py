@@ -1,0 +1,106 @@
+"""The `pspo-eval` command line: parse options, call a stage, print. Nothing else lives here.
+
+Each subsystem keeps its commands next to its code (``pspo_eval/<subsystem>/cli.py``); this module
+assembles them into one Typer app and turns user errors (:class:`PspoError`) into one line on stderr
+and exit code 2 (a traceback only with ``--debug`` or ``PSPO_EVAL_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from pspo_eval import __version__
+from pspo_eval.errors import PspoError
+
+app = typer.Typer(
+    name="pspo-eval",
+    help="Train (GR-PSPO / GRPO-clip / GRPO-noclip), evaluate, judge and report math LMs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pspo-eval {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Train (GR-PSPO / GRPO-clip / GRPO-noclip), evaluate, judge and report math LMs."""
+    if debug:
+        os.environ["PSPO_EVAL_DEBUG"] = "1"
+
+
+def _register() -> None:
+    from pspo_eval.models_cli import app as models_app
+
+    app.add_typer(models_app, name="models", help="The bundled demo model and model references.")
+
+    import importlib
+
+    # (module, attribute, name) for sub-apps and single commands of the other subsystems.
+    optional = [
+        ("pspo_eval.data.cli", "app", "datasets", "Benchmarks: list, verify checksums, show items."),
+        ("pspo_eval.grading.cli", "grade", "grade", None),
+        ("pspo_eval.generation.cli", "evaluate", "evaluate", None),
+        ("pspo_eval.generation.cli", "merge", "merge", None),
+        ("pspo_eval.train.cli", "train", "train", None),
+        ("pspo_eval.judge.cli", "judge", "judge", None),
+        ("pspo_eval.report.cli", "report", "report", None),
+        ("pspo_eval.report.cli", "regress", "regress", None),
+        ("pspo_eval.report.cli", "baseline_app", "baseline", "Save a baseline for `regress`."),
+        ("pspo_eval.pipeline", "pipeline", "pipeline", None),
+        ("pspo_eval.pipeline", "demo", "demo", None),
+    ]
+    for module_name, attr, name, help_text in optional:
+        spec = importlib.util.find_spec(module_name)
+        if spec is None:
+            continue
+        module = importlib.import_module(module_name)
+        obj = getattr(module, attr, None)
+        if obj is None:
+            continue
+        if isinstance(obj, typer.Typer):
+            app.add_typer(obj, name=name, help=help_text)
+        else:
+            app.command(name)(obj)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `pspo-eval` console script."""
+    debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("PSPO_EVAL_DEBUG") == "1"
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="pspo-eval", standalone_mode=False)
+    except PspoError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("interrupted: rerun the same command to resume", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: rerun the same command to resume", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except SystemExit:
+        raise
