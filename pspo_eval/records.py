@@ -45,3 +45,38 @@ class Grade(BaseModel):
     strict: bool = Field(description="Strict correctness: an explicit final-answer format is present and correct.")
     method: str = Field(description="Which extraction rule produced `extracted` (see GradeMethod).")
     timed_out: bool = Field(default=False, description="The symbolic comparison ran out of time (counted incorrect).")
+
+
+class Sample(BaseModel):
+    """One generated response to one problem under one sampling setting, graded.
+
+    Stored in ``RUN_DIR/samples/<model>/<dataset>/<setting>.jsonl``; ``key`` determines it (a hash of
+    the model identity, dataset item, prompt, sampling setting, sample index and seed).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    key: str
+    model: str = Field(description="Display label of the model (NAME= on the command line).")
+    model_id: str = Field(description="Resolved model path or hub id (with checkpoint step where known).")
+    dataset: str
+    problem_id: str
+    sample_index: int
+    setting: str = Field(description="Sampling-setting id, e.g. 't0.8-p0.9-n128'.")
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    seed: int
+    prompt: str = Field(description="The exact text fed to the model (chat template applied).")
+    response: str
+    finish_reason: Literal["stop", "length", "error"]
+    prompt_tokens: int
+    completion_tokens: int
+    gold: str
+    extracted: str | None
+    correct: bool
+    strict: bool
+    method: str
+    timed_out: bool = False
+    category: str | None = None
+    level: str | None = None

@@ -1,0 +1,285 @@
+"""The run store: a directory with a manifest, a lock and append-only JSON Lines shards.
+
+Layout of a run directory::
+
+    RUN_DIR/
+      manifest.json          config, config hash, versions, git revision, dataset checksums, times
+      .lock                  held (flock) by the one process writing this run; names its holder
+      samples/…/*.jsonl      one shard per (model, dataset, sampling setting)
+      judgments/…/*.jsonl    one shard per (judge, rubric)
+      results.json           derived summary (rewritten atomically; never the source of truth)
+
+Guarantees (tested under tests/faults/):
+
+- A batch of records is appended with one ``write`` and ``fsync``. A crash can only cut the last
+  line; the next open of the shard truncates that partial line (with a warning), so a rerun redoes
+  just the records in flight.
+- Records carry a ``key``; readers keep the first record per key, so a record is never counted twice.
+- A failed write (disk full, read-only directory) truncates the shard back to its size before the
+  write and raises :class:`PspoError`: nothing half-written stays behind.
+- Only one process writes a run directory at a time: a second one fails naming the holder.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from pspo_eval.console import warn
+from pspo_eval.errors import PspoError
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """A short sha256 of a JSON-serialisable object (sorted keys), used for cache keys."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def safe_name(text: str, max_len: int = 80) -> str:
+    """A file-system-safe rendering of a label (model name, dataset, judge id)."""
+    keep = "".join(c if c.isalnum() or c in "-_.@=" else "_" for c in text)
+    keep = keep.strip("._") or "x"
+    if len(keep) > max_len:
+        keep = keep[: max_len - 9] + "_" + stable_hash(text, 8)
+    return keep
+
+
+def _io_error(exc: OSError, path: Path, action: str) -> PspoError:
+    if exc.errno == errno.ENOSPC:
+        return PspoError(f"disk full while {action} {path}", "free some space and rerun the same command to resume")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return PspoError(f"cannot write {path}: {exc.strerror}", "make the output directory writable or choose another --out")
+    return PspoError(f"I/O error while {action} {path}: {exc.strerror}", "check the disk and rerun the same command")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a whole file atomically (temp file in the same directory, fsync, rename)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _io_error(exc, path, "writing") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise _io_error(exc, path, "writing") from exc
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, default=str) + "\n")
+
+
+def _to_dict(record: BaseModel | dict) -> dict:
+    return record.model_dump(mode="json") if isinstance(record, BaseModel) else record
+
+
+class Shard:
+    """One append-only JSON Lines file of records, each with a unique ``key``."""
+
+    def __init__(self, path: Path, key_field: str = "key"):
+        self.path = Path(path)
+        self.key_field = key_field
+        self._repaired = False
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def repair(self) -> int:
+        """Cut a partial last line left by a crash. Returns the number of bytes removed."""
+        if self._repaired or not self.path.exists():
+            return 0
+        self._repaired = True
+        size = self.path.stat().st_size
+        if size == 0:
+            return 0
+        with open(self.path, "rb") as fh:
+            # Find the last newline; everything after it is a partial record.
+            chunk = 1 << 16
+            end = size
+            last_nl = -1
+            while end > 0 and last_nl < 0:
+                start = max(0, end - chunk)
+                fh.seek(start)
+                data = fh.read(end - start)
+                idx = data.rfind(b"\n")
+                if idx >= 0:
+                    last_nl = start + idx
+                end = start
+        keep = last_nl + 1
+        removed = size - keep
+        if removed:
+            try:
+                with open(self.path, "r+b") as fh:
+                    fh.truncate(keep)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                raise _io_error(exc, self.path, "repairing") from exc
+            warn(f"{self.path}: removed a partial last record ({removed} bytes) left by an interrupted run")
+        return removed
+
+    def iter_dicts(self) -> Iterator[dict]:
+        """Records in file order, first occurrence of each key only; unparsable lines are reported."""
+        self.repair()
+        if not self.path.exists():
+            return
+        seen: set[str] = set()
+        with open(self.path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise PspoError(
+                        f"{self.path}:{lineno}: corrupt record ({exc.msg})",
+                        "delete that line (or the file) and rerun the same command to redo it",
+                    ) from exc
+                key = obj.get(self.key_field)
+                if key is not None:
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                yield obj
+
+    def read(self) -> list[dict]:
+        return list(self.iter_dicts())
+
+    def keys(self) -> set[str]:
+        return {obj[self.key_field] for obj in self.iter_dicts() if self.key_field in obj}
+
+    def append(self, records: Iterable[BaseModel | dict]) -> int:
+        """Append a batch of records with one write + fsync. Returns the number appended."""
+        lines = [json.dumps(_to_dict(r), ensure_ascii=False, separators=(",", ":"), default=str) for r in records]
+        if not lines:
+            return 0
+        self.repair()
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _io_error(exc, self.path, "writing") from exc
+        try:
+            before = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            except OSError as exc:
+                try:  # leave no partial record behind
+                    os.ftruncate(fd, before)
+                except OSError:
+                    pass
+                raise _io_error(exc, self.path, "writing") from exc
+        finally:
+            os.close(fd)
+        return len(lines)
+
+
+class LockHeld(PspoError):
+    pass
+
+
+class RunStore:
+    """A run directory (see the module docstring)."""
+
+    MANIFEST = "manifest.json"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._lock_fh = None
+
+    # -- locking ---------------------------------------------------------------------------
+    @contextmanager
+    def locked(self, command: str = "") -> Iterator[RunStore]:
+        """Hold the run's lock for the duration of a command; a second holder is refused."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fh = open(self.root / ".lock", "a+")
+        except OSError as exc:
+            raise _io_error(exc, self.root, "creating") from exc
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise LockHeld(
+                f"run directory {self.root} is in use by {holder}",
+                "wait for it to finish, or use another --out",
+            ) from None
+        info = f"pid {os.getpid()} on {socket.gethostname()} ({command or ' '.join(sys.argv[:3])}) since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        fh.seek(0)
+        fh.truncate()
+        fh.write(info + "\n")
+        fh.flush()
+        self._lock_fh = fh
+        try:
+            yield self
+        finally:
+            try:
+                fh.seek(0)
+                fh.truncate()
+            except OSError:
+                pass
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+            self._lock_fh = None
+
+    # -- manifest ------------------------------------------------------------------------------
+    def manifest_path(self) -> Path:
+        return self.root / self.MANIFEST
+
+    def read_manifest(self) -> dict:
+        path = self.manifest_path()
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise PspoError(f"{path} is not valid JSON ({exc.msg})", "restore it or start a new run directory") from exc
+
+    def write_manifest(self, manifest: dict) -> None:
+        atomic_write_json(self.manifest_path(), manifest)
+
+    def update_manifest(self, **fields: Any) -> dict:
+        manifest = self.read_manifest()
+        manifest.update(fields)
+        self.write_manifest(manifest)
+        return manifest
+
+    # -- shards --------------------------------------------------------------------------------
+    def shard(self, *parts: str, key_field: str = "key") -> Shard:
+        safe = [safe_name(p) for p in parts]
+        return Shard(self.root.joinpath(*safe[:-1], safe[-1] + ".jsonl"), key_field=key_field)
+
+    def shards(self, subdir: str) -> list[Shard]:
+        base = self.root / subdir
+        if not base.exists():
+            return []
+        return [Shard(p) for p in sorted(base.rglob("*.jsonl"))]
