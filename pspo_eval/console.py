@@ -7,8 +7,10 @@ import sys
 
 from rich.console import Console
 
-err_console = Console(stderr=True, highlight=False)
-out_console = Console(highlight=False, soft_wrap=True)
+# Tables printed to a pipe or a CI log keep their full width instead of rich's 80-column default.
+_WIDE = None if os.environ.get("COLUMNS") else 200
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else _WIDE)
+out_console = Console(highlight=False, width=None if sys.stdout.isatty() else _WIDE)
 
 
 def quiet() -> bool:

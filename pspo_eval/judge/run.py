@@ -1,0 +1,667 @@
+"""The judge stage: ``judge_run(run_dir, judges, rubric)`` judges a run's responses and stores Judgments.
+
+Flow, per judge:
+
+1. pick the responses (:mod:`.select`), render each item's prompt from the rubric (:mod:`.prompts`)
+   and compute its cache key (judge identity, rubric name + version + content hash, prompt hash,
+   sampling settings, the judged sample keys, repeat);
+2. drop every item whose key already has a final record in ``judgments/<judge>/<rubric>.jsonl``
+   — a rerun with nothing left sends no request and starts no server;
+3. otherwise start the endpoint (``local``: ``transformers serve``), choose the structured-output
+   strategy (cached probe, :func:`.client.probe_strategy`), and judge the rest with ``concurrency``
+   asyncio workers; each finished item is appended (one fsynced line) as soon as it ends, so a
+   killed run loses only the items in flight;
+4. stop early, cleanly, when the endpoint disappears: after ``max_consecutive_failures`` items in a
+   row end in connection failures, raise :class:`PspoError` saying how much was saved and to rerun.
+
+An item asks the judge once, then re-asks up to ``reasks`` times quoting the validation error;
+pairwise items ask in both orders. Each ends in exactly one outcome (records.OUTCOMES).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from pspo_eval.console import log, progress, warn
+from pspo_eval.errors import PspoError
+from pspo_eval.judge import prompts
+from pspo_eval.judge.client import STRATEGIES, JudgeCallError, JudgeClient, now_iso, probe_strategy
+from pspo_eval.judge.parsing import looks_like_refusal, parse_verdict
+from pspo_eval.judge.records import FINAL_OUTCOMES, OUTCOMES, Judgment, Usage
+from pspo_eval.judge.rubric import RATIONALE, Rubric, load_rubric
+from pspo_eval.judge.select import load_samples, pick_responses, stratified_problems
+from pspo_eval.judge.specs import JudgeSpec, check_key, known_secrets, parse_judge_spec, redact, redact_url
+from pspo_eval.store import RunStore, Shard, atomic_write_json, stable_hash
+
+RAW_MAX_CHARS = 4000
+REMOTE_TIMEOUT = 120.0
+LOCAL_TIMEOUT = 900.0
+
+
+@dataclass
+class Task:
+    """One item to judge by one judge (absolute/reference: one response; pairwise: a pair, two orders)."""
+
+    item_key: str
+    base: dict[str, Any]  # Judgment fields known before judging
+    orders: list[list[dict[str, str]]]  # the messages of each order
+    forbidden: list[str]  # the candidate responses (a verdict copied from them is rejected)
+    injection: list[str]
+    seed: int
+
+
+@dataclass
+class JudgeSummary:
+    """What one ``judge_run`` did, and the aggregation of the judgments it covers."""
+
+    run_dir: str
+    rubric: str
+    judges: list[str]
+    items: int = 0  # (item, repeat) pairs per judge in the selection
+    cached: int = 0  # already judged: no request sent
+    judged: int = 0  # judged by this call
+    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # judge -> outcome -> count (all covered)
+    new_outcomes: dict[str, int] = field(default_factory=dict)  # outcome -> count (this call)
+    usage: dict[str, Any] = field(default_factory=dict)  # this call: tokens, requests, retries, cost
+    strategies: dict[str, str] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    judging_s: float = 0.0  # time spent in the judging loops (excludes server start-up and probe)
+    http_s: float = 0.0  # time spent waiting on HTTP
+    aggregation: Any = None  # pspo_eval.judge.aggregate.Aggregation
+
+    @property
+    def judgments_per_s(self) -> float:
+        return self.judged / self.judging_s if self.judging_s > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "aggregation"}
+        out["judgments_per_s"] = self.judgments_per_s
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Items
+
+
+class _Problems:
+    """Problem text and reference solutions: from the sample when it has them, else from the dataset."""
+
+    def __init__(self) -> None:
+        self._by_dataset: dict[str, dict[str, Any] | None] = {}
+        self._warned: set[str] = set()
+
+    def get(self, dataset: str, pid: str) -> Any:
+        if dataset not in self._by_dataset:
+            try:
+                from pspo_eval.data import load_dataset
+
+                self._by_dataset[dataset] = {p.id: p for p in load_dataset(dataset)}
+            except Exception:  # unknown or user dataset: fall back to what the sample carries
+                self._by_dataset[dataset] = None
+        table = self._by_dataset[dataset]
+        return table.get(pid) if table else None
+
+    def question(self, sample: dict) -> str:
+        if isinstance(sample.get("question"), str) and sample["question"].strip():
+            return sample["question"]
+        problem = self.get(sample["dataset"], sample["problem_id"])
+        if problem is not None:
+            return problem.question
+        if sample["dataset"] not in self._warned:
+            self._warned.add(sample["dataset"])
+            warn(f"no problem text for dataset {sample['dataset']}: showing the judge the model's full prompt")
+        return str(sample.get("prompt", ""))
+
+    def reference(self, sample: dict) -> str:
+        if isinstance(sample.get("solution"), str) and sample["solution"].strip():
+            return sample["solution"]
+        problem = self.get(sample["dataset"], sample["problem_id"])
+        gold = sample.get("gold") or (problem.answer if problem is not None else None)
+        if problem is not None and problem.solution:
+            return f"{problem.solution.strip()}\n\nFinal answer: {gold}"
+        return f"(no worked solution available) The correct final answer is {gold}."
+
+
+@dataclass
+class _Item:
+    """A rendered item, independent of the judge (the cache key adds the judge and the repeat)."""
+
+    base: dict[str, Any]
+    orders: list[list[dict[str, str]]]
+    prompt_hash: str
+    sample_keys: list[str]
+    forbidden: list[str]
+    injection: list[str]
+
+
+def _build_items(
+    rubric: Rubric, chosen: dict[tuple[str, str, str], dict], system_prompt: str | None, baseline: str | None
+) -> list[_Item]:
+    problems = _Problems()
+    keys_for_scan = [*rubric.criterion_keys, *rubric.flag_keys]
+    items: list[_Item] = []
+    for (model, dataset, pid), s in sorted(chosen.items()):
+        base = {
+            "model": model, "dataset": dataset, "problem_id": pid, "category": s.get("category"),
+            "sample_key": s["key"], "setting": s["setting"], "correct": s.get("correct"),
+        }
+        sp = s.get("system_prompt") if isinstance(s.get("system_prompt"), str) else system_prompt
+        question = problems.question(s)
+        if rubric.mode == "pairwise":
+            if model == baseline:
+                continue
+            b = chosen.get((baseline, dataset, pid)) if baseline else None
+            if b is None:
+                continue
+            base.update(baseline=baseline, baseline_sample_key=b["key"], baseline_correct=b.get("correct"))
+            grader_ab = (f"Response A: {prompts.grader_line(b.get('extracted'), b.get('correct'))}\n"
+                         f"Response B: {prompts.grader_line(s.get('extracted'), s.get('correct'))}")
+            grader_ba = (f"Response A: {prompts.grader_line(s.get('extracted'), s.get('correct'))}\n"
+                         f"Response B: {prompts.grader_line(b.get('extracted'), b.get('correct'))}")
+            first = prompts.build_messages(rubric, problem=question, system_prompt=sp, grader=grader_ab,
+                                           responses=[b["response"], s["response"]])
+            second = prompts.build_messages(rubric, problem=question, system_prompt=sp, grader=grader_ba,
+                                            responses=[s["response"], b["response"]])
+            hits = prompts.detect_injection(s["response"], keys_for_scan)
+            items.append(_Item(base, [first.messages, second.messages],
+                               stable_hash([first.prompt_hash, second.prompt_hash]), [s["key"], b["key"]],
+                               [s["response"], b["response"]], hits))
+        else:
+            reference = problems.reference(s) if rubric.mode == "reference" else None
+            rendered = prompts.build_messages(
+                rubric, problem=question, system_prompt=sp,
+                grader=prompts.grader_line(s.get("extracted"), s.get("correct")),
+                responses=[s["response"]], reference=reference,
+            )
+            hits = prompts.detect_injection(s["response"], keys_for_scan)
+            items.append(_Item(base, [rendered.messages], rendered.prompt_hash, [s["key"]], [s["response"]], hits))
+    return items
+
+
+def _tasks_for(
+    spec: JudgeSpec, rubric: Rubric, items: list[_Item], *, repeats: int, seed: int, temperature: float,
+    max_tokens: int,
+) -> list[Task]:
+    tasks = []
+    for item in items:
+        for r in range(repeats):
+            item_seed = seed + r
+            key = stable_hash({
+                "judge": spec.identity, "rubric": rubric.name, "version": str(rubric.version),
+                "rubric_hash": rubric.content_hash, "prompt": item.prompt_hash, "samples": item.sample_keys,
+                "temperature": temperature, "seed": item_seed, "max_tokens": max_tokens, "repeat": r,
+            }, 24)
+            base = dict(item.base)
+            base.update(
+                item_key=key, judge=spec.identity, rubric=rubric.name, rubric_version=str(rubric.version),
+                rubric_hash=rubric.content_hash, mode=rubric.mode, prompt_hash=item.prompt_hash, repeat=r,
+                temperature=temperature, seed=item_seed, max_tokens=max_tokens, grader_check=rubric.grader_check,
+                scale={c.key: [c.low, c.high] for c in rubric.criteria if c.scale is not None} or None,
+                injection_detected=bool(item.injection), injection_matches=item.injection,
+            )
+            tasks.append(Task(key, base, item.orders, item.forbidden, item.injection, item_seed))
+    return tasks
+
+
+def final_keys(shard: Shard) -> set[str]:
+    """Item keys that already have a final (non-api_error) judgment."""
+    return {r["item_key"] for r in shard.iter_dicts() if r.get("outcome") in FINAL_OUTCOMES and "item_key" in r}
+
+
+# ---------------------------------------------------------------------------------------------
+# Asking
+
+
+@dataclass
+class _Asked:
+    outcome: str
+    verdict: BaseModel | None
+    error: str | None
+    raw: str | None
+    usage: Usage
+    error_kind: str | None = None  # JudgeCallError.kind for api_error
+
+
+async def _ask(
+    client: JudgeClient, messages: list[dict[str, str]], rubric: Rubric, strategy: str, forbidden: list[str], *,
+    max_tokens: int, temperature: float, seed: int, reasks: int, secrets: list[str],
+) -> _Asked:
+    """One verdict: ask, validate, re-ask with the error quoted; a typed outcome whatever happens."""
+    base = prompts.with_strategy(messages, rubric, strategy)
+    fmt = prompts.response_format(rubric, strategy)
+    convo = base
+    usage = Usage()
+    outcome, error, raw = "parse_error", None, None
+    for ask in range(reasks + 1):
+        try:
+            reply = await client.chat(convo, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                                      response_format=fmt)
+        except JudgeCallError as exc:
+            usage.add(exc.usage)
+            return _Asked("api_error", None, redact(exc.message, secrets), raw, usage, exc.kind)
+        usage.add(reply.usage)
+        raw = reply.content
+        if reply.refusal is not None:
+            return _Asked("refusal", None, redact(reply.refusal[:300], secrets), raw, usage)
+        if reply.finish_reason == "content_filter":
+            return _Asked("refusal", None, "the endpoint's content filter stopped the reply", raw, usage)
+        result = parse_verdict(reply.content, rubric.verdict_model, forbidden=forbidden)
+        if result.verdict is not None:
+            return _Asked("ok", result.verdict, None, raw, usage)
+        if not result.found_json and looks_like_refusal(reply.content):
+            return _Asked("refusal", None, "the judge declined to rate", raw, usage)
+        truncated = reply.finish_reason == "length"
+        outcome = "truncated" if truncated else "parse_error"
+        error = result.error if not truncated else f"the reply hit max_tokens ({max_tokens}): {result.error}"
+        if ask < reasks:
+            usage.reasks += 1
+            convo = base + [
+                {"role": "assistant", "content": (reply.content or "")[:2000]},
+                {"role": "user", "content": prompts.reask_message(result.error or "invalid", truncated, rubric)},
+            ]
+    return _Asked(outcome, None, error, raw, usage)
+
+
+def _verdict_parts(rubric: Rubric, verdict: BaseModel) -> tuple[dict[str, Any], dict[str, bool], str]:
+    data = verdict.model_dump()
+    return ({k: data[k] for k in rubric.criterion_keys}, {k: bool(data[k]) for k in rubric.flag_keys},
+            str(data.get(RATIONALE, "")))
+
+
+_PREFERENCE = {  # (order, choice) -> the candidate's result: +1 better, 0 tie, -1 worse
+    (0, "A"): -1, (0, "B"): 1, (0, "tie"): 0,  # order 0: A = baseline, B = candidate
+    (1, "A"): 1, (1, "B"): -1, (1, "tie"): 0,  # order 1: A = candidate, B = baseline
+}
+
+
+async def _judge_task(
+    client: JudgeClient, task: Task, rubric: Rubric, strategy: str, *, max_tokens: int, temperature: float,
+    reasks: int, secrets: list[str], price: tuple[float, float] | None,
+) -> tuple[Judgment, str | None]:
+    started = time.perf_counter()
+    usage = Usage()
+    fields: dict[str, Any] = {}
+    error_kind: str | None = None
+    if rubric.mode != "pairwise":
+        asked = await _ask(client, task.orders[0], rubric, strategy, task.forbidden, max_tokens=max_tokens,
+                           temperature=temperature, seed=task.seed, reasks=reasks, secrets=secrets)
+        usage.add(asked.usage)
+        fields.update(outcome=asked.outcome, error=asked.error, raw=_clip(asked.raw))
+        error_kind = asked.error_kind
+        if asked.verdict is not None:
+            scores, flags, rationale = _verdict_parts(rubric, asked.verdict)
+            fields.update(scores=scores, flags=flags, rationale=rationale)
+    else:
+        results: list[_Asked] = []
+        for messages in task.orders:
+            asked = await _ask(client, messages, rubric, strategy, task.forbidden, max_tokens=max_tokens,
+                               temperature=temperature, seed=task.seed, reasks=reasks, secrets=secrets)
+            usage.add(asked.usage)
+            results.append(asked)
+            if asked.outcome != "ok":
+                break  # the pair cannot be ok any more; the second order would only cost
+        failed = next((a for a in results if a.outcome != "ok"), None)
+        orders = []
+        for i, a in enumerate(results):
+            entry: dict[str, Any] = {"order": "baseline_first" if i == 0 else "candidate_first",
+                                     "outcome": a.outcome, "raw": _clip(a.raw, 2000)}
+            if a.verdict is not None:
+                entry["verdict"] = a.verdict.model_dump()
+            if a.error:
+                entry["error"] = a.error
+            orders.append(entry)
+        fields["orders"] = orders
+        if failed is not None:
+            fields.update(outcome=failed.outcome, error=failed.error, raw=_clip(failed.raw))
+            error_kind = failed.error_kind
+        else:
+            scores: dict[str, int] = {}
+            flips: dict[str, bool] = {}
+            per_order = [_verdict_parts(rubric, a.verdict)[0] for a in results if a.verdict is not None]
+            for c in rubric.criterion_keys:
+                first, second = _PREFERENCE[(0, per_order[0][c])], _PREFERENCE[(1, per_order[1][c])]
+                scores[c] = first if first == second else 0  # disagreeing orders count as a tie
+                flips[c] = first != second
+            rationale = " | ".join(_verdict_parts(rubric, a.verdict)[2] for a in results if a.verdict is not None)
+            fields.update(outcome="ok", scores=scores, flags={}, flips=flips, rationale=rationale[:2000],
+                          raw=_clip(results[-1].raw))
+    if price is not None:
+        usage.cost_usd = (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1e6
+    created = now_iso()
+    key = task.item_key if fields["outcome"] in FINAL_OUTCOMES else f"{task.item_key}:api_error:{uuid.uuid4().hex[:12]}"
+    record = Judgment(key=key, structured=strategy, usage=usage, latency_s=round(time.perf_counter() - started, 4),
+                      created_at=created, **task.base, **fields)
+    return record, error_kind
+
+
+def _clip(text: str | None, limit: int = RAW_MAX_CHARS) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= limit else text[:limit] + f"… [{len(text) - limit} more chars]"
+
+
+# ---------------------------------------------------------------------------------------------
+# One judge over its tasks
+
+
+@dataclass
+class _JudgeResult:
+    strategy: str
+    outcomes: Counter
+    usage: Usage
+    judged: int
+    judging_s: float
+    http_s: float
+    stopped: str | None = None
+
+
+async def _run_tasks(
+    client: JudgeClient, tasks: list[Task], rubric: Rubric, strategy: str, shard: Shard, *, concurrency: int,
+    max_tokens: int, temperature: float, reasks: int, max_consecutive_failures: int,
+    price: tuple[float, float] | None, secrets: list[str], label: str,
+) -> _JudgeResult:
+    queue: asyncio.Queue[Task] = asyncio.Queue()
+    for t in tasks:
+        queue.put_nowait(t)
+    outcomes: Counter = Counter()
+    usage = Usage()
+    state = {"consecutive": 0, "stopped": None, "last_error": ""}
+    started = time.perf_counter()
+
+    with progress() as bar:
+        bar_task = bar.add_task(f"judging ({label})", total=len(tasks))
+
+        async def worker() -> None:
+            while state["stopped"] is None:
+                try:
+                    task = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                record, error_kind = await _judge_task(
+                    client, task, rubric, strategy, max_tokens=max_tokens, temperature=temperature,
+                    reasks=reasks, secrets=secrets, price=price)
+                shard.append([record])
+                outcomes[record.outcome] += 1
+                usage.add(record.usage)
+                if record.usage.cost_usd is not None:
+                    usage.cost_usd = (usage.cost_usd or 0.0) + record.usage.cost_usd
+                bar.advance(bar_task)
+                if error_kind == "connection":
+                    state["consecutive"] += 1
+                    state["last_error"] = record.error or ""
+                    if state["consecutive"] >= max_consecutive_failures and state["stopped"] is None:
+                        state["stopped"] = state["last_error"]
+                else:
+                    state["consecutive"] = 0
+
+        workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(tasks))))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+    judged = sum(outcomes.values())
+    return _JudgeResult(strategy, outcomes, usage, judged, time.perf_counter() - started,
+                        client.stats.http_seconds, state["stopped"])
+
+
+def _capabilities_path(store: RunStore) -> Path:
+    return store.root / "judgments" / "capabilities.json"
+
+
+async def _choose_strategy(client: JudgeClient, store: RunStore, spec: JudgeSpec, structured: str) -> tuple[str, Usage]:
+    """The structured-output strategy: forced by the caller, cached for this endpoint, or probed now."""
+    if structured != "auto":
+        return structured, Usage()
+    import json
+
+    path = _capabilities_path(store)
+    where = "local" if spec.kind == "local" else client.base_url
+    cache_id = f"{spec.identity}@{where}"
+    try:
+        cache = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    hit = cache.get(cache_id)
+    if isinstance(hit, dict) and hit.get("strategy") in STRATEGIES:
+        return hit["strategy"], Usage()
+    result = await probe_strategy(client)
+    log(f"judge {spec.identity}: structured output = {result.strategy} ({result.detail})")
+    cache[cache_id] = {"strategy": result.strategy, "detail": result.detail, "probed_at": now_iso()}
+    atomic_write_json(path, cache)
+    return result.strategy, result.usage
+
+
+def _run_one_judge(
+    spec: JudgeSpec, tasks: list[Task], rubric: Rubric, store: RunStore, shard: Shard, *, structured: str,
+    concurrency: int, timeout: float, max_retries: int, reasks: int, max_tokens: int, temperature: float,
+    max_consecutive_failures: int, price: tuple[float, float] | None, backoff_base: float,
+) -> _JudgeResult:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        base_url, model = spec.base_url, spec.model
+        if spec.kind == "local":
+            from pspo_eval.judge.server import LocalServer
+
+            server = stack.enter_context(LocalServer(spec.model))
+            base_url, model = server.base_url, server.model_path
+
+        async def main() -> _JudgeResult:
+            client = JudgeClient(spec, base_url=base_url, model=model, timeout=timeout, max_retries=max_retries,
+                                 concurrency=concurrency, backoff_base=backoff_base)
+            try:
+                strategy, probe_usage = await _choose_strategy(client, store, spec, structured)
+                result = await _run_tasks(
+                    client, tasks, rubric, strategy, shard, concurrency=concurrency, max_tokens=max_tokens,
+                    temperature=temperature, reasks=reasks, max_consecutive_failures=max_consecutive_failures,
+                    price=price, secrets=known_secrets(spec), label=spec.identity)
+                result.usage.add(probe_usage)
+                return result
+            finally:
+                await client.aclose()
+
+        return asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+
+def judge_run(
+    run_dir: str | Path,
+    judges: list[str],
+    rubric_path: str | Path = "math_response_quality",
+    *,
+    per_dataset: int | None = None,
+    repeats: int = 1,
+    concurrency: int = 8,
+    timeout: float | None = None,
+    max_retries: int = 4,
+    reasks: int = 2,
+    seed: int = 0,
+    temperature: float = 0.0,
+    max_tokens: int = 512,
+    models: list[str] | None = None,
+    datasets: list[str] | None = None,
+    setting: str | None = None,
+    pairwise_baseline: str | None = None,
+    api_key_env: str | None = None,
+    prices: dict[str, tuple[float, float]] | None = None,
+    structured: str = "auto",
+    max_consecutive_failures: int = 5,
+    backoff_base: float = 1.0,
+) -> JudgeSummary:
+    """Judge a run's responses with each judge under one rubric (see the module docstring).
+
+    ``prices`` maps a judge identity, model name or spec to (USD per 1M prompt tokens, USD per 1M
+    completion tokens). ``timeout`` (seconds per request) defaults to 120 for remote judges and
+    900 for ``local``, whose CPU server answers one long judge prompt in minutes on a busy laptop.
+    The caller holds the run's lock.
+    """
+    started = time.perf_counter()
+    store = RunStore(run_dir)
+    if not store.root.is_dir():
+        raise PspoError(f"run directory {store.root} does not exist", "give the --out directory of `pspo-eval evaluate`")
+    if not judges:
+        raise PspoError("no judge given", "add --judge local, --judge openai:MODEL or --judge URL::MODEL")
+    _check_settings(repeats=repeats, concurrency=concurrency, timeout=1.0 if timeout is None else timeout, max_retries=max_retries,
+                    reasks=reasks, max_tokens=max_tokens, temperature=temperature, structured=structured,
+                    max_consecutive_failures=max_consecutive_failures)
+    rubric = load_rubric(rubric_path)
+    specs: list[JudgeSpec] = []
+    for text in judges:
+        spec = parse_judge_spec(text, api_key_env=api_key_env)
+        if spec.identity not in {s.identity for s in specs}:
+            specs.append(spec)
+    for spec in specs:
+        check_key(spec)
+
+    manifest = store.read_manifest()
+    system_prompt = manifest.get("system_prompt")
+    if system_prompt is None and isinstance(manifest.get("config"), dict):
+        system_prompt = manifest["config"].get("system_prompt")
+    chosen = pick_responses(load_samples(store), models=models, datasets=datasets, setting=setting)
+    if per_dataset is not None:
+        keep = stratified_problems(chosen, per_dataset, seed)
+        chosen = {k: v for k, v in chosen.items() if (k[1], k[2]) in keep}
+    baseline = None
+    if rubric.mode == "pairwise":
+        baseline = _pick_baseline(sorted({k[0] for k in chosen}), pairwise_baseline)
+    items = _build_items(rubric, chosen, system_prompt, baseline)
+    if not items:
+        raise PspoError("nothing to judge: no item pairs the baseline with another model" if baseline
+                        else "nothing to judge", "check --model / --dataset / --baseline")
+
+    summary = JudgeSummary(run_dir=str(store.root), rubric=rubric.ident, judges=[s.identity for s in specs])
+    total_usage = Usage()
+    new_outcomes: Counter = Counter()
+    covered: dict[str, set[str]] = {}
+    stop_message: str | None = None
+    for spec in specs:
+        tasks = _tasks_for(spec, rubric, items, repeats=repeats, seed=seed, temperature=temperature,
+                           max_tokens=max_tokens)
+        covered[spec.identity] = {t.item_key for t in tasks}
+        shard = store.shard("judgments", spec.label, rubric.name)
+        done = final_keys(shard)
+        todo = [t for t in tasks if t.item_key not in done]
+        summary.items += len(tasks)
+        summary.cached += len(tasks) - len(todo)
+        if not todo:
+            log(f"judge {spec.identity}: all {len(tasks)} items already judged (no requests sent)")
+            continue
+        log(f"judge {spec.identity}: {len(todo)} to judge, {len(tasks) - len(todo)} already judged")
+        price = _price_for(spec, prices)
+        _record_manifest(store, spec, rubric, dict(
+            per_dataset=per_dataset, repeats=repeats, concurrency=concurrency, timeout=timeout,
+            max_retries=max_retries, reasks=reasks, seed=seed, temperature=temperature, max_tokens=max_tokens,
+            models=models, datasets=datasets, setting=setting, baseline=baseline, structured=structured,
+        ))
+        spec_timeout = timeout if timeout is not None else (LOCAL_TIMEOUT if spec.kind == "local" else REMOTE_TIMEOUT)
+        result = _run_one_judge(
+            spec, todo, rubric, store, shard, structured=structured, concurrency=concurrency, timeout=spec_timeout,
+            max_retries=max_retries, reasks=reasks, max_tokens=max_tokens, temperature=temperature,
+            max_consecutive_failures=max_consecutive_failures, price=price, backoff_base=backoff_base,
+        )
+        summary.strategies[spec.identity] = result.strategy
+        summary.judged += result.judged
+        summary.judging_s += result.judging_s
+        summary.http_s += result.http_s
+        new_outcomes.update(result.outcomes)
+        total_usage.add(result.usage)
+        if result.usage.cost_usd is not None:
+            total_usage.cost_usd = (total_usage.cost_usd or 0.0) + result.usage.cost_usd
+        _record_manifest(store, spec, rubric, None, strategy=result.strategy)
+        if result.stopped is not None:
+            stop_message = (f"judge {spec.identity} unreachable: {max_consecutive_failures} items in a row failed to "
+                            f"connect ({result.stopped}); stopped after {result.judged} items this run")
+            break
+
+    summary.new_outcomes = {o: new_outcomes.get(o, 0) for o in OUTCOMES}
+    summary.usage = total_usage.model_dump()
+    summary.elapsed_s = time.perf_counter() - started
+    if stop_message is not None:
+        raise PspoError(stop_message, "every finished item is saved: start the judge again and rerun the same "
+                                      "command to resume")
+    from pspo_eval.judge.aggregate import aggregate, load_judgments
+
+    frame = load_judgments(store.root, rubric=rubric.name, judges=list(covered))
+    if not frame.empty:
+        keys = set().union(*covered.values())
+        frame = frame[frame["item_key"].isin(keys)]
+    summary.outcomes = {
+        judge: {o: int((frame[frame["judge"] == judge]["outcome"] == o).sum()) if not frame.empty else 0
+                for o in OUTCOMES}
+        for judge in covered
+    }
+    summary.aggregation = aggregate(frame)
+    return summary
+
+
+def _check_settings(**s: Any) -> None:
+    checks = [
+        (s["repeats"] >= 1, f"--repeats must be at least 1, got {s['repeats']}"),
+        (s["concurrency"] >= 1, f"--concurrency must be at least 1, got {s['concurrency']}"),
+        (s["timeout"] > 0, f"--timeout must be positive, got {s['timeout']}"),
+        (s["max_retries"] >= 0, f"--max-retries must be >= 0, got {s['max_retries']}"),
+        (s["reasks"] >= 0, f"--reasks must be >= 0, got {s['reasks']}"),
+        (s["max_tokens"] >= 16, f"--max-tokens must be at least 16, got {s['max_tokens']}"),
+        (0.0 <= s["temperature"] <= 2.0, f"--temperature must lie in [0, 2], got {s['temperature']}"),
+        (s["structured"] in ("auto", *STRATEGIES), f"--structured must be auto, {', '.join(STRATEGIES)}"),
+        (s["max_consecutive_failures"] >= 1, "--max-consecutive-failures must be at least 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise PspoError(message, "see `pspo-eval judge --help`")
+
+
+def _pick_baseline(models: list[str], wanted: str | None) -> str:
+    if wanted is not None:
+        if wanted not in models:
+            raise PspoError(f"baseline model '{wanted}' has no responses in this selection",
+                            f"models: {', '.join(models)}")
+        return wanted
+    if len(models) == 2:
+        log(f"pairwise: comparing against {models[0]} (pass --baseline to choose)")
+        return models[0]
+    raise PspoError(f"a pairwise rubric needs a baseline model; this run has {len(models)} models",
+                    f"pass --baseline NAME (one of: {', '.join(models) or 'none'})")
+
+
+def _price_for(spec: JudgeSpec, prices: dict[str, tuple[float, float]] | None) -> tuple[float, float] | None:
+    if not prices:
+        return None
+    for name in (spec.identity, spec.model, spec.spec):
+        if name in prices:
+            return prices[name]
+    return None
+
+
+def _record_manifest(store: RunStore, spec: JudgeSpec, rubric: Rubric, settings: dict | None,
+                     strategy: str | None = None) -> None:
+    """Note in the manifest how this run was judged (identities and settings; never a key)."""
+    manifest = store.read_manifest()
+    judging = manifest.get("judging") if isinstance(manifest.get("judging"), dict) else {}
+    entry_id = f"{spec.label}/{rubric.name}"
+    entry = dict(judging.get(entry_id) or {})
+    entry.update(judge=spec.identity, spec=redact(spec.spec), kind=spec.kind,
+                 base_url=redact_url(spec.base_url) if spec.base_url else None, key_env=spec.key_env,
+                 rubric=rubric.name, rubric_version=str(rubric.version), rubric_hash=rubric.content_hash,
+                 updated_at=now_iso())
+    if settings is not None:
+        entry["settings"] = settings
+    if strategy is not None:
+        entry["structured"] = strategy
+    judging[entry_id] = entry
+    store.update_manifest(judging=judging)

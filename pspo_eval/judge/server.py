@@ -1,0 +1,138 @@
+"""The ``local`` judge: ``transformers serve`` with the demo model on a free loopback port.
+
+Started only when there is something to judge (a rerun with everything cached starts nothing),
+waited on until ``/health`` answers, and stopped (SIGTERM to its process group, then SIGKILL) when
+the judging ends, whatever the reason. Its log goes to a temporary file whose tail is quoted if it
+fails to start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from pspo_eval.console import log
+from pspo_eval.errors import PspoError
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _transformers_cli() -> list[str]:
+    exe = Path(sys.executable).with_name("transformers")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("transformers")
+    if found:
+        return [found]
+    raise PspoError(
+        "the local judge needs the 'transformers serve' command, which is not installed",
+        "run: pip install 'pspo-eval[serve]'",
+    )
+
+
+class LocalServer:
+    """Context manager running ``transformers serve MODEL`` on 127.0.0.1 (see the module docstring)."""
+
+    def __init__(self, model: str, *, device: str | None = None, startup_timeout: float = 300.0):
+        self.model_ref = model
+        self.device = device or os.environ.get("PSPO_EVAL_LOCAL_JUDGE_DEVICE", "cpu")
+        self.startup_timeout = startup_timeout
+        self.port: int | None = None
+        self.model_path: str | None = None
+        self._proc: subprocess.Popen | None = None
+        self._log: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> LocalServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from pspo_eval.models import resolve_model
+
+        self.model_path = resolve_model(self.model_ref)
+        cmd = _transformers_cli() + ["serve", self.model_path]
+        self.port = free_port()
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--device", self.device,
+                "--default-seed", "0", "--log-level", "warning"]
+        fd, name = tempfile.mkstemp(prefix="pspo-judge-serve-", suffix=".log")
+        self._log = Path(name)
+        env = dict(os.environ)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        log(f"starting the local judge: transformers serve {self.model_ref} on 127.0.0.1:{self.port} ({self.device})")
+        with os.fdopen(fd, "w") as out:
+            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          env=env, start_new_session=True)
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_healthy(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout
+        url = f"http://127.0.0.1:{self.port}/health"
+        with httpx.Client(timeout=2.0, trust_env=False) as http:
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    raise PspoError(f"the local judge server exited with code {self._proc.returncode}: {self._tail()}",
+                                    "check that 'transformers serve' works (pip install 'pspo-eval[serve]')")
+                try:
+                    if http.get(url).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+        raise PspoError(f"the local judge server did not become healthy within {self.startup_timeout:.0f}s: {self._tail()}",
+                        "the machine may be overloaded; rerun the same command to resume")
+
+    def _tail(self) -> str:
+        try:
+            text = self._log.read_text(errors="replace") if self._log else ""
+        except OSError:
+            text = ""
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        return " | ".join(lines[-3:])[-400:] or "no output"
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                proc.wait(timeout=10)
+        if self._log is not None:
+            try:
+                self._log.unlink()
+            except OSError:
+                pass
+            self._log = None

@@ -1,0 +1,863 @@
+"""Training configuration: one pydantic model, YAML presets with inheritance, ``--set`` overrides.
+
+A training run is fully described by a :class:`TrainConfig`. Presets live in ``configs/`` as YAML;
+a preset may name a ``base:`` file (relative to itself) whose values it inherits and overrides, so
+the paper presets share one ``configs/paper/_base.yaml``. On top of a file, ``--set key.sub=value``
+overrides change single fields (the value is parsed as YAML: ``5e-7`` is a float, ``null`` is None,
+``[a, b]`` a list). Anything wrong (bad YAML, an unknown key, a value out of range) raises one
+:class:`~pspo_eval.errors.PspoError` naming the field path and the reason.
+
+Vocabulary used throughout:
+
+- a *rollout* generates ``num_generations`` completions for each of ``prompts_per_step`` prompts;
+- an *optimizer step* is one parameter update over all completions of a rollout, split into
+  micro-batches of ``micro_batch_size`` completions (gradient accumulation);
+- each rollout is used for ``num_iterations`` (μ) optimizer steps, so ``max_steps``, the warmup and
+  the learning-rate schedule count optimizer steps, exactly as TRL's ``GRPOTrainer`` counts them.
+
+This module imports neither torch nor transformers, so the CLI can read configs cheaply. It also
+holds the table of objective parameters (names, defaults, bounds) that
+:mod:`pspo_eval.train.objectives` validates against, so the YAML config and the loss functions
+cannot disagree about a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import math
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pspo_eval.errors import PspoError
+
+# The paper's system prompt (the authors' maths_dataset_loading.py), verbatim.
+PAPER_SYSTEM_PROMPT = (
+    "You are a careful math solver. Think through the solution and show the steps. Use English only. "
+    "End the response with the final answer only in the format: '#### <final numeric answer only>'"
+)
+
+# The default reward: the PSPO authors' GSM8K reward (1 for a numerically correct final answer, +0.05 for
+# the '#### <n>' format, clipped to [0, 1]), registered as "paper" in pspo_eval.grading.reward.
+PAPER_REWARD = "paper"
+
+# ---------------------------------------------------------------------------------------------------
+# Objectives: names, parameters, defaults and bounds (shared with pspo_eval.train.objectives)
+# ---------------------------------------------------------------------------------------------------
+
+OBJECTIVE_NAMES: tuple[str, ...] = ("pspo", "clip", "noclip", "gspo", "cispo", "sapo")
+
+# Per objective: parameter -> default. ``None`` means "off" (epsilon_high=None: same as epsilon;
+# delta=None: no dual clip; cispo epsilon_low=None: no lower bound on the IS weight).
+OBJECTIVE_DEFAULTS: dict[str, dict[str, float | None]] = {
+    # PSPO paper (arXiv 2509.21282): alpha = 0.1 in all reported runs.
+    "pspo": {"alpha": 0.1},
+    # PPO/GRPO clip: epsilon 0.2 (Schulman et al. 2017; TRL's default); dual clip off.
+    "clip": {"epsilon": 0.2, "epsilon_high": None, "delta": None},
+    "noclip": {},
+    # GSPO paper (Zheng et al. 2025, arXiv 2507.18071, sec. 5.1): sequence-ratio clip 3e-4 / 4e-4.
+    "gspo": {"epsilon": 3e-4, "epsilon_high": 4e-4},
+    # CISPO (MiniMax-M1, arXiv 2506.13585): no lower bound on the IS weight ("we did not impose a lower
+    # bound ... set epsilon_low large"); the paper gives no number for epsilon_high, so we use 4, i.e.
+    # the IS weight is truncated at 1 + 4 = 5, ScaleRL's value (arXiv 2510.13786; insensitive over 4..8).
+    "cispo": {"epsilon_low": None, "epsilon_high": 4.0},
+    # SAPO (Gao et al. 2025, arXiv 2511.20347): tau_pos = 1.0, tau_neg = 1.05 (tau_neg > tau_pos).
+    "sapo": {"tau_pos": 1.0, "tau_neg": 1.05},
+}
+
+
+def check_objective_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Validate an objective's parameters and return them with defaults filled in.
+
+    Raises :class:`PspoError` naming the objective or the parameter: an unknown objective, an
+    unknown parameter, alpha outside [0, 1], a negative epsilon, delta <= 1, a non-positive tau.
+    ``None`` for a parameter means its default.
+    """
+    if name not in OBJECTIVE_DEFAULTS:
+        close = difflib.get_close_matches(name, OBJECTIVE_NAMES, n=2)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise PspoError(f"unknown objective '{name}'", f"{hint}known: {', '.join(OBJECTIVE_NAMES)}")
+    defaults = OBJECTIVE_DEFAULTS[name]
+    unknown = [key for key in params if key not in defaults]
+    if unknown:
+        takes = ", ".join(defaults) or "no parameters"
+        raise PspoError(f"objective '{name}' has no parameter '{unknown[0]}'", f"'{name}' takes: {takes}")
+    out = dict(defaults)
+    out.update({key: value for key, value in params.items() if value is not None})
+    for key, value in out.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise PspoError(f"objective '{name}': {key} must be a finite number (got {value!r})")
+        if key == "alpha" and not 0.0 <= value <= 1.0:
+            raise PspoError(
+                f"objective '{name}': alpha must be in [0, 1] (got {value})",
+                "alpha=0 is no-clip GRPO, alpha=1 freezes the policy",
+            )
+        if key.startswith("epsilon") and value < 0:
+            raise PspoError(f"objective '{name}': {key} must be >= 0 (got {value})")
+        if key == "delta" and value <= 1.0:
+            raise PspoError(
+                f"objective '{name}': delta must be > 1 (got {value})",
+                "dual clip bounds the loss of negative-advantage tokens at delta*A; use e.g. 3",
+            )
+        if key.startswith("tau") and value <= 0:
+            raise PspoError(f"objective '{name}': {key} must be > 0 (got {value})")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The config model
+# ---------------------------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(_Section):
+    """LoRA adapters (peft). Absent (null) means full fine-tuning, as in the paper."""
+
+    r: int = Field(default=16, ge=1, description="Adapter rank.")
+    alpha: float = Field(default=32.0, gt=0, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default="all-linear", description="Module names to adapt, or 'all-linear'."
+    )
+
+
+class ModelConfig(_Section):
+    """The policy: what to load and how."""
+
+    path: str = Field(
+        description="Model directory, checkpoint, demo alias (smollm2-135m-instruct) or hub id."
+    )
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        default="bfloat16", description="Weights/compute dtype."
+    )
+    device: str = Field(
+        default="auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda' or 'cuda:N'."
+    )
+    gradient_checkpointing: bool = False
+    attn_implementation: str | None = Field(
+        default=None, description="Passed to from_pretrained (e.g. 'sdpa')."
+    )
+    lora: LoraConfig | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty (a model directory, demo alias or hub id)")
+        return value.strip()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"must be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N' (got '{value}')")
+        return value
+
+
+class DataConfig(_Section):
+    """The training prompts. Paper: GSM8K train shuffled with seed 42; first 7,000 train, rest validation."""
+
+    dataset: str = Field(
+        default="gsm8k_train", description="Registered dataset name (ignored when `file` is set)."
+    )
+    file: str | None = Field(
+        default=None, description="A JSONL file of {question, answer} rows instead of `dataset`."
+    )
+    train_size: int = Field(
+        default=7000, ge=1, description="Prompts used for training; the rest are validation."
+    )
+    split_seed: int = Field(default=42, description="Seed of the shuffle before the train/validation split.")
+    shuffle: bool = Field(
+        default=True, description="Reshuffle the training prompts every epoch (seeded by `seed`)."
+    )
+    system_prompt: str | None = Field(
+        default=PAPER_SYSTEM_PROMPT, description="System message; null for none."
+    )
+
+
+class ObjectiveConfig(_Section):
+    """Which policy loss, and its parameters (see pspo_eval.train.objectives for the formulas)."""
+
+    name: Literal["pspo", "clip", "noclip", "gspo", "cispo", "sapo"] = "pspo"
+    alpha: float = Field(default=0.1, description="pspo: smoothing strength in [0, 1].")
+    epsilon: float = Field(
+        default=0.2, description="clip: lower clip range (and upper, unless epsilon_high is set)."
+    )
+    epsilon_high: float | None = Field(default=None, description="clip: upper clip range; null = epsilon.")
+    delta: float | None = Field(
+        default=None, description="clip: dual-clip bound (> 1) for negative advantages; null = off."
+    )
+    gspo_epsilon: float = Field(default=3e-4, description="gspo: lower clip range of the sequence ratio.")
+    gspo_epsilon_high: float = Field(
+        default=4e-4, description="gspo: upper clip range of the sequence ratio."
+    )
+    cispo_epsilon_low: float | None = Field(
+        default=None, description="cispo: IS-weight lower bound 1-x; null = none."
+    )
+    cispo_epsilon_high: float = Field(default=4.0, description="cispo: IS weight truncated at 1 + this.")
+    sapo_tau_pos: float = Field(default=1.0, description="sapo: gate temperature for positive advantages.")
+    sapo_tau_neg: float = Field(default=1.05, description="sapo: gate temperature for negative advantages.")
+
+    def params(self) -> dict[str, Any]:
+        """The keyword arguments of ``objectives.policy_loss`` for the chosen objective."""
+        table: dict[str, dict[str, Any]] = {
+            "pspo": {"alpha": self.alpha},
+            "clip": {"epsilon": self.epsilon, "epsilon_high": self.epsilon_high, "delta": self.delta},
+            "noclip": {},
+            "gspo": {"epsilon": self.gspo_epsilon, "epsilon_high": self.gspo_epsilon_high},
+            "cispo": {"epsilon_low": self.cispo_epsilon_low, "epsilon_high": self.cispo_epsilon_high},
+            "sapo": {"tau_pos": self.sapo_tau_pos, "tau_neg": self.sapo_tau_neg},
+        }
+        return check_objective_params(self.name, table[self.name])
+
+    @model_validator(mode="after")
+    def _check_all(self) -> ObjectiveConfig:
+        # Every parameter is checked, not just the chosen objective's: a wrong value in a file is a
+        # mistake even while it is unused (and would bite as soon as the objective is switched).
+        checks: list[tuple[str, str, dict[str, Any]]] = [
+            ("alpha", "pspo", {"alpha": self.alpha}),
+            ("epsilon", "clip", {"epsilon": self.epsilon}),
+            ("epsilon_high", "clip", {"epsilon_high": self.epsilon_high}),
+            ("delta", "clip", {"delta": self.delta}),
+            ("gspo_epsilon", "gspo", {"epsilon": self.gspo_epsilon}),
+            ("gspo_epsilon_high", "gspo", {"epsilon_high": self.gspo_epsilon_high}),
+            ("cispo_epsilon_low", "cispo", {"epsilon_low": self.cispo_epsilon_low}),
+            ("cispo_epsilon_high", "cispo", {"epsilon_high": self.cispo_epsilon_high}),
+            ("sapo_tau_pos", "sapo", {"tau_pos": self.sapo_tau_pos}),
+            ("sapo_tau_neg", "sapo", {"tau_neg": self.sapo_tau_neg}),
+        ]
+        for field, objective, params in checks:
+            try:
+                check_objective_params(objective, params)
+            except PspoError as exc:
+                reason = exc.one_line().split(": ", 1)[-1]
+                raise ValueError(f"objective.{field}: {reason}") from None
+        return self
+
+
+class LossConfig(_Section):
+    """How per-token losses become one number, and the optional KL penalty."""
+
+    aggregation: Literal["dapo", "grpo", "dr_grpo"] = Field(
+        default="dapo",
+        description="dapo: mean over all completion tokens of the optimizer batch; grpo: mean per "
+        "sequence then over sequences; dr_grpo: sum / (sequences x max_new_tokens).",
+    )
+    beta: float = Field(
+        default=0.0, ge=0.0, description="KL coefficient (k3 estimator against the initial model); 0 = off."
+    )
+
+
+class AdvantageConfig(_Section):
+    scale: Literal["group", "batch", "none"] = Field(
+        default="group", description="Divide r - group mean by the group std, the batch std, or nothing."
+    )
+    eps: float = Field(default=1e-4, ge=0.0, description="Added to the std before dividing (TRL's 1e-4).")
+
+
+class VllmConfig(_Section):
+    """vLLM rollout options (used only with rollout.backend = vllm)."""
+
+    mode: Literal["colocate", "server"] = "colocate"
+    gpu_memory_utilization: float = Field(default=0.3, gt=0.0, le=1.0)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    max_model_len: int | None = Field(default=None, ge=1)
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    server_url: str | None = Field(
+        default=None, description="mode=server: base URL of a running vLLM server."
+    )
+
+
+class RolloutConfig(_Section):
+    """Sampling the group of completions for each prompt."""
+
+    backend: Literal["hf", "vllm"] = "hf"
+    num_generations: int = Field(default=4, description="Completions per prompt (the group size G, >= 2).")
+    max_new_tokens: int = Field(default=128, ge=1)
+    temperature: float = 0.8
+    top_p: float = 0.9
+    top_k: int | None = Field(default=None, ge=1, description="null = no top-k filtering.")
+    generation_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="hf backend: completions generated per generate() call; null = all at once.",
+    )
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
+
+    @field_validator("num_generations")
+    @classmethod
+    def _group(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError(
+                f"must be >= 2 (got {value}): group-relative advantages need at least two completions"
+            )
+        return value
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError(
+                f"must be > 0 (got {value}): GRPO needs sampled, different completions per prompt"
+            )
+        return value
+
+    @field_validator("top_p")
+    @classmethod
+    def _top_p(cls, value: float) -> float:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"must be in (0, 1] (got {value})")
+        return value
+
+
+class LoopConfig(_Section):
+    """Batch shape and training length."""
+
+    prompts_per_step: int = Field(
+        default=16, ge=1, description="Prompts per rollout (x num_generations completions)."
+    )
+    micro_batch_size: int = Field(
+        default=16, ge=1, description="Completions per forward/backward (gradient accumulation)."
+    )
+    num_iterations: int = Field(default=2, ge=1, description="μ: optimizer steps taken on each rollout.")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Total optimizer steps; null = from `epochs`."
+    )
+    epochs: float = Field(
+        default=1.0, gt=0.0, description="Passes over the training prompts (when max_steps is null)."
+    )
+
+
+class OptimConfig(_Section):
+    """AdamW and the learning-rate schedule (steps are optimizer steps)."""
+
+    learning_rate: float = Field(default=5e-7, gt=0.0)
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        default="linear", description="After warmup: constant, linear decay to 0, or cosine decay to 0."
+    )
+    warmup_steps: int | None = Field(default=None, ge=0, description="Warmup in optimizer steps.")
+    warmup_ratio: float | None = Field(
+        default=None, ge=0.0, lt=1.0, description="Warmup as a fraction of all optimizer steps."
+    )
+    warmup_dataset_fraction: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Warmup steps = max(1, int(fraction x training prompts)), as the PSPO authors' script.",
+    )
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = Field(default=1e-8, gt=0.0)
+    max_grad_norm: float | None = Field(
+        default=1.0, gt=0.0, description="Gradient clipping by global norm; null = off."
+    )
+
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in value):
+            raise ValueError(f"both betas must be in [0, 1) (got {list(value)})")
+        return value
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> OptimConfig:
+        given = [
+            k
+            for k in ("warmup_steps", "warmup_ratio", "warmup_dataset_fraction")
+            if getattr(self, k) is not None
+        ]
+        if len(given) > 1:
+            fix = " ".join(f"--set optim.{k}=null" for k in given[1:])
+            raise ValueError(f"optim: give at most one of {', '.join(given)} (e.g. {fix})")
+        return self
+
+
+class RewardSpec(_Section):
+    """One reward function: a registered name (paper, correctness, format) or 'package.module:function'."""
+
+    name: str
+    weight: float = 1.0
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_]\w*|[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value.strip()):
+            raise ValueError(
+                f"'{value}' is neither a reward name nor an import path like 'pkg.module:function'"
+            )
+        return value.strip()
+
+    @field_validator("weight")
+    @classmethod
+    def _weight(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"must be finite (got {value})")
+        return value
+
+
+class CheckpointConfig(_Section):
+    output_dir: str | None = Field(
+        default=None, description="Where checkpoints go; null = the trainer's run directory."
+    )
+    save_every: int = Field(default=0, ge=0, description="Save every N optimizer steps; 0 = only at the end.")
+    keep_last: int | None = Field(
+        default=None, ge=1, description="Keep only the newest N step checkpoints; null = all."
+    )
+    save_final: bool = True
+
+
+class LoggingConfig(_Section):
+    log_every: int = Field(default=1, ge=1, description="Log metrics every N optimizer steps.")
+    log_completions: int = Field(default=0, ge=0, description="Sample completions to log per rollout.")
+
+
+class EvalConfig(_Section):
+    """Optional evaluation on the held-out validation prompts during training."""
+
+    every: int = Field(default=0, ge=0, description="Evaluate every N optimizer steps; 0 = never.")
+    limit: int | None = Field(default=None, ge=1, description="Validation prompts used; null = all.")
+    select_best: bool = Field(
+        default=False, description="Keep the checkpoint with the best mean validation reward."
+    )
+
+
+class TrainConfig(_Section):
+    """Everything a training run needs. Defaults are the PSPO paper's GR-PSPO settings."""
+
+    name: str | None = Field(default=None, description="Run name (not part of the config hash).")
+    notes: str | None = Field(default=None, description="Free text (not part of the config hash).")
+    seed: int = 42
+    model: ModelConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    advantage: AdvantageConfig = Field(default_factory=AdvantageConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    train: LoopConfig = Field(default_factory=LoopConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name=PAPER_REWARD)])
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("rewards")
+    @classmethod
+    def _rewards(cls, value: list[RewardSpec]) -> list[RewardSpec]:
+        if not value:
+            raise ValueError("at least one reward is needed")
+        return value
+
+    @model_validator(mode="after")
+    def _batch_shape(self) -> TrainConfig:
+        completions = self.train.prompts_per_step * self.rollout.num_generations
+        if completions % self.train.micro_batch_size:
+            raise ValueError(
+                f"train.micro_batch_size: {self.train.micro_batch_size} does not divide the "
+                f"{completions} completions of a step (prompts_per_step {self.train.prompts_per_step} x "
+                f"num_generations {self.rollout.num_generations})"
+            )
+        if self.eval.select_best and not self.eval.every:
+            raise ValueError("eval.select_best needs eval.every > 0")
+        return self
+
+    # --- derived quantities (pure arithmetic; the trainer uses these, the tests pin them) ---
+
+    @property
+    def completions_per_step(self) -> int:
+        return self.train.prompts_per_step * self.rollout.num_generations
+
+    @property
+    def grad_accum_steps(self) -> int:
+        return self.completions_per_step // self.train.micro_batch_size
+
+    def rollouts_per_epoch(self, n_prompts: int) -> int:
+        """Full rollouts in one pass over ``n_prompts`` (an incomplete last batch is dropped, as TRL does)."""
+        return n_prompts // self.train.prompts_per_step
+
+    def total_steps(self, n_prompts: int) -> int:
+        """Optimizer steps of the whole run: ``max_steps``, or epochs x rollouts per epoch x μ."""
+        if self.train.max_steps is not None:
+            return self.train.max_steps
+        rollouts = max(1, int(self.train.epochs * self.rollouts_per_epoch(n_prompts)))
+        return rollouts * self.train.num_iterations
+
+    def warmup_steps(self, n_prompts: int) -> int:
+        """Warmup length in optimizer steps for a run over ``n_prompts`` training prompts."""
+        optim = self.optim
+        if optim.warmup_steps is not None:
+            return optim.warmup_steps
+        if optim.warmup_ratio is not None:
+            return math.ceil(optim.warmup_ratio * self.total_steps(n_prompts))
+        if optim.warmup_dataset_fraction is not None:
+            return max(1, int(optim.warmup_dataset_fraction * n_prompts))
+        return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading, overrides, errors
+# ---------------------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``5e-7`` as a float (YAML 1.1 insists on ``5.0e-7``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PspoError(f"{source}: invalid YAML{where}: {problem}", "fix the file's syntax") from None
+
+
+def presets_dir() -> Path:
+    from pspo_eval.paths import configs_dir
+
+    return configs_dir()
+
+
+def list_presets() -> list[str]:
+    """Preset names relative to ``configs/`` (without .yaml), bases (``_*.yaml``) excluded."""
+    root = presets_dir()
+    names = [
+        p.relative_to(root).with_suffix("").as_posix()
+        for p in root.rglob("*.yaml")
+        if not p.name.startswith("_")
+    ]
+    return sorted(names)
+
+
+def resolve_config_path(spec: str | Path) -> Path:
+    """A YAML path, or a preset name such as ``paper/qwen2.5-0.5b-pspo`` or ``demo-cpu``."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    for candidate in (presets_dir() / str(spec), presets_dir() / f"{spec}.yaml"):
+        if candidate.is_file():
+            return candidate
+    close = difflib.get_close_matches(str(spec), list_presets(), n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else f"presets: {', '.join(list_presets()) or 'none'}"
+    raise PspoError(f"config '{spec}' not found (no such file, and no such preset)", hint)
+
+
+def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(p.name for p in (*seen, path))
+        raise PspoError(f"config inheritance loops: {chain}", "remove one of the `base:` keys")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PspoError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    data = _parse_yaml(text, str(path))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PspoError(f"{path}: a config must be a YAML mapping (key: value), not a {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise PspoError(f"{path}: `base` must be a path to another YAML file (got {base!r})")
+    base_path = (path.parent / base).expanduser()
+    if not base_path.is_file():
+        raise PspoError(
+            f"{path}: base config '{base}' not found (looked for {base_path})",
+            "`base` is relative to the file that names it",
+        )
+    return _deep_merge(_read_with_bases(base_path, (*seen, path)), data)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` wins; nested mappings merge key by key; lists and scalars are replaced whole."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``Model`` / ``Model | None``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _model_class(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _list_item_model(annotation: Any) -> type[BaseModel] | None:
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation) or (None,)
+        return _model_class(item)
+    return None
+
+
+def field_paths(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list[str]:
+    """Every settable dotted path (``objective.alpha``, ``rollout.vllm.mode``, ``rewards``, …)."""
+    paths: list[str] = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        paths.append(path)
+        sub = _model_class(info.annotation)
+        if sub is not None:
+            paths.extend(field_paths(sub, f"{path}."))
+    return paths
+
+
+# Names people reach for that the schema spells differently.
+_SYNONYMS = {
+    "lr": "learning_rate",
+    "mu": "num_iterations",
+    "iterations": "num_iterations",
+    "group_size": "num_generations",
+    "generations": "num_generations",
+    "kl": "beta",
+    "kl_coef": "beta",
+    "steps": "max_steps",
+    "batch_size": "micro_batch_size",
+    "warmup": "warmup_steps",
+    "grad_clip": "max_grad_norm",
+    "clip_grad_norm": "max_grad_norm",
+    "max_completion_length": "max_new_tokens",
+    "loss_type": "aggregation",
+    "scale_rewards": "scale",
+    "model_name_or_path": "path",
+    "smoothing_alpha": "alpha",
+    "eps": "epsilon",
+}
+
+
+def _unknown_key(path: str, key: str, options: list[str]) -> PspoError:
+    full = f"{path}.{key}" if path else key
+    near = difflib.get_close_matches(key, options, n=3, cutoff=0.6)
+    synonym = _SYNONYMS.get(key)
+    if synonym is not None:
+        near = [synonym] if synonym in options else []
+        if not near:  # the synonym lives in another section
+            found = [p for p in field_paths() if p.rsplit(".", 1)[-1] == synonym][:3]
+            if found:
+                return PspoError(f"unknown config key '{full}'", f"did you mean {' or '.join(found)}?")
+    if not near:  # maybe the key exists elsewhere in the tree (e.g. 'alpha' -> 'objective.alpha')
+        near = [p for p in field_paths() if p.rsplit(".", 1)[-1] == key][:3]
+        near = near or difflib.get_close_matches(full, field_paths(), n=3, cutoff=0.6)
+    else:
+        near = [f"{path}.{n}" if path else n for n in near]
+    hint = f"did you mean {' or '.join(near)}?" if near else f"valid keys here: {', '.join(options)}"
+    return PspoError(f"unknown config key '{full}'", hint)
+
+
+def _check_keys(data: Any, model: type[BaseModel], path: str = "") -> None:
+    """Reject keys the schema does not have, naming close matches (before pydantic's plainer message)."""
+    if not isinstance(data, dict):
+        return
+    fields = model.model_fields
+    for key, value in data.items():
+        if key not in fields:
+            raise _unknown_key(path, str(key), list(fields))
+        here = f"{path}.{key}" if path else str(key)
+        annotation = fields[key].annotation
+        sub = _model_class(annotation)
+        if sub is not None:
+            _check_keys(value, sub, here)
+        item = _list_item_model(annotation)
+        if item is not None and isinstance(value, list):
+            for i, element in enumerate(value):
+                _check_keys(element, item, f"{here}.{i}")
+
+
+def _split_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise PspoError(
+            f"override '{text}' has no '='", "write --set key.sub=value, e.g. --set objective.alpha=0.2"
+        )
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise PspoError(f"override '{text}' has an empty key", "write --set key.sub=value")
+    value = _parse_yaml(raw, f"--set {key}") if raw.strip() else None
+    return key.split("."), value
+
+
+def apply_override(data: dict[str, Any], override: str) -> dict[str, Any]:
+    """Apply one ``key.sub=value`` override to a raw config mapping, checking the key against the schema.
+
+    List items are addressed by index (``rewards.0.weight=2``); a whole list is replaced with YAML
+    (``rewards=[{name: paper}]``). Free-form mappings (a reward's ``kwargs``) take any key.
+    """
+    parts, value = _split_override(override)
+    _set_path(data, TrainConfig, parts, value, "", override)
+    return data
+
+
+def _set_path(
+    node: Any, model: type[BaseModel] | None, parts: list[str], value: Any, path: str, override: str
+) -> None:
+    """Set ``parts`` below ``node`` (a raw dict or list described by ``model``; None = free-form)."""
+    part, rest = parts[0], parts[1:]
+    here = f"{path}.{part}" if path else part
+    if isinstance(node, list):
+        if not part.isdigit() or int(part) >= len(node):
+            raise PspoError(
+                f"override '{override}': '{path}' is a list of {len(node)}; '{part}' is not an index",
+                f"use {path}.0.<field>=..., or replace the whole list: {path}=[...]",
+            )
+        if not rest:
+            node[int(part)] = value
+            return
+        child = node[int(part)]
+        if not isinstance(child, dict):
+            raise PspoError(f"override '{override}': '{here}' is not a mapping")
+        _set_path(child, model, rest, value, here, override)
+        return
+    if model is None:  # a free-form mapping
+        if not rest:
+            node[part] = value
+            return
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, (dict, list)):
+            raise PspoError(f"override '{override}': '{here}' is a single value, it has no '{rest[0]}'")
+        _set_path(child, None, rest, value, here, override)
+        return
+    fields = model.model_fields
+    if part not in fields:
+        raise _unknown_key(path, part, list(fields))
+    if not rest:
+        node[part] = value
+        return
+    annotation = fields[part].annotation
+    sub, item = _model_class(annotation), _list_item_model(annotation)
+    child = node.get(part)
+    if sub is not None:
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        _set_path(child, sub, rest, value, here, override)
+    elif item is not None:
+        if child is None:  # still the default list: materialise it so an index can be addressed
+            default = fields[part].get_default(call_default_factory=True)
+            child = node[part] = [x.model_dump() if isinstance(x, BaseModel) else x for x in default]
+        if not isinstance(child, list):
+            raise PspoError(f"override '{override}': '{here}' must be a list")
+        _set_path(child, item, rest, value, here, override)
+    elif typing.get_origin(annotation) is dict:
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        _set_path(child, None, rest, value, here, override)
+    else:
+        raise PspoError(
+            f"override '{override}': '{here}' is a single value, it has no '{rest[0]}'",
+            f"write --set {here}=<value>",
+        )
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> PspoError:
+    lines = []
+    for error in exc.errors():
+        loc = ".".join(str(p) for p in error["loc"])
+        msg = error["msg"]
+        msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if error["type"] == "missing":
+            msg = "required field is missing"
+        elif error["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif (
+            "input" in error
+            and error["type"] not in ("value_error",)
+            and not isinstance(error["input"], (dict, list))
+        ):
+            msg = f"{msg} (got {error['input']!r})"
+        head = msg.split(": ", 1)[0]
+        if not loc or (re.fullmatch(r"[\w.]+", head) and head.startswith(loc)):
+            lines.append(msg)  # the message already names its field path
+        else:
+            lines.append(f"{loc}: {msg}")
+    return PspoError(f"invalid config {source}: " + "; ".join(lines))
+
+
+def config_from_dict(data: dict[str, Any], source: str = "(dict)") -> TrainConfig:
+    """Validate a raw mapping into a :class:`TrainConfig`, with errors as :class:`PspoError`."""
+    if not isinstance(data, dict):
+        raise PspoError(f"invalid config {source}: expected a mapping, got {type(data).__name__}")
+    _check_keys(data, TrainConfig)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation_error(exc, source) from None
+
+
+def load_config(
+    path: str | Path,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    objective: str | None = None,
+) -> TrainConfig:
+    """Read a YAML config (following ``base:``), apply ``--set`` overrides, then ``objective``, and validate.
+
+    ``path`` is a file or a preset name (``paper/qwen2.5-0.5b-pspo``). ``objective``, when given,
+    replaces ``objective.name`` only: the other parameters stay as the file sets them.
+    """
+    file = resolve_config_path(path)
+    data = _read_with_bases(file)
+    for override in overrides:
+        apply_override(data, override)
+    if objective is not None:
+        check_objective_params(objective, {})  # a clear error for an unknown name
+        data.setdefault("objective", {})
+        if not isinstance(data["objective"], dict):
+            raise PspoError(f"{file}: `objective` must be a mapping")
+        data["objective"]["name"] = objective
+    source = str(file) + (f" with {len(overrides)} override(s)" if overrides else "")
+    return config_from_dict(data, source)
+
+
+# Fields that do not change what gets trained: excluded from the hash so that renaming a run, or
+# changing how often it logs or saves, still resumes the same run.
+_HASH_EXCLUDE: dict[str, Any] = {"name": True, "notes": True, "logging": True, "checkpoint": True}
+
+
+def config_hash(cfg: TrainConfig, length: int = 16) -> str:
+    """A stable hex digest of everything that determines the trained weights.
+
+    Canonical JSON (sorted keys) of the resolved config minus name, notes, logging and checkpoint
+    settings. Key order in the YAML, inheritance and overrides that land on the same values give
+    the same hash. (Adding a new field to the schema changes every hash: that is on purpose.)
+    """
+    payload = cfg.model_dump(mode="json", exclude=_HASH_EXCLUDE)
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    """The fully resolved config as YAML (field order as in the schema); loading it gives ``cfg`` back."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=110)

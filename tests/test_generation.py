@@ -1,0 +1,198 @@
+"""The generation backends: the fast decode loop against transformers' generate, sampling, vLLM requests."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from pspo_eval.generation.base import GenRequest
+from pspo_eval.generation.engine import sample_top_p, shared_prefix_length
+from pspo_eval.generation.prompts import PAPER_SYSTEM_PROMPT, PromptConfig, render_plain, render_prompt
+from pspo_eval.records import Problem
+
+QUESTIONS = [
+    "Janet has 3 apples and buys 5 more. How many apples does she have?",
+    "A train travels 60 miles per hour for 2 hours. How far does it go?",
+    "Tom had 12 marbles and gave away 7. How many marbles are left?",
+    "There are 4 boxes with 6 pencils each. How many pencils are there in total, and how many would 3 boxes hold?",
+]
+
+
+@pytest.fixture(scope="module")
+def fp32_model():
+    from pspo_eval.generation.hf import load_model
+
+    tok, model, path = load_model("smollm2-135m-instruct", dtype="fp32", device="cpu")
+    return tok, model
+
+
+def _prompts(tok, questions=QUESTIONS):
+    cfg = PromptConfig()
+    texts = [render_prompt(Problem(id=str(i), dataset="gsm8k", question=q, answer="0"), cfg, tok) for i, q in enumerate(questions)]
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def _hf_greedy(model, tok, prompts, max_new, stop_ids):
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), tok.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p):] = torch.tensor(p)
+        mask[r, width - len(p):] = 1
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
+                             eos_token_id=stop_ids, pad_token_id=tok.pad_token_id)
+    rows = []
+    for row in out[:, width:].tolist():
+        cut = next((j for j, t in enumerate(row) if t in stop_ids), None)
+        rows.append(row[:cut] if cut is not None else row)
+    return rows
+
+
+@pytest.mark.slow
+def test_fast_decoder_greedy_matches_generate_fp32(fp32_model):
+    from pspo_eval.generation.engine import FastDecoder
+    from pspo_eval.generation.hf import stop_token_ids
+
+    tok, model = fp32_model
+    prompts = _prompts(tok)
+    stops = stop_token_ids(tok, model)
+    expected = _hf_greedy(model, tok, prompts, 40, stops)
+    got = FastDecoder(model).generate(prompts, max_new_tokens=40, stop_ids=stops)
+    assert [c.token_ids for c in got] == expected
+    for c, e in zip(got, expected):
+        assert c.finish_reason == ("length" if len(e) == 40 else "stop")
+
+
+@pytest.mark.slow
+def test_fast_decoder_greedy_does_not_depend_on_batch_size_fp32(fp32_model):
+    from pspo_eval.generation.engine import FastDecoder
+    from pspo_eval.generation.hf import stop_token_ids
+
+    tok, model = fp32_model
+    prompts = _prompts(tok)
+    stops = stop_token_ids(tok, model)
+    dec = FastDecoder(model)
+    together = [c.token_ids for c in dec.generate(prompts, max_new_tokens=32, stop_ids=stops)]
+    alone = [dec.generate([p], max_new_tokens=32, stop_ids=stops)[0].token_ids for p in prompts]
+    assert together == alone
+    # The shared-prefix shortcut is an optimisation only: switching it off changes nothing.
+    plain = FastDecoder(model, share_prefix=False)
+    assert [c.token_ids for c in plain.generate(prompts, max_new_tokens=32, stop_ids=stops)] == together
+
+
+@pytest.mark.slow
+def test_sampling_is_per_sample_and_order_independent_fp32(fp32_model):
+    from pspo_eval.generation.engine import FastDecoder
+    from pspo_eval.generation.hf import stop_token_ids
+
+    tok, model = fp32_model
+    prompts = _prompts(tok)
+    stops = stop_token_ids(tok, model)
+    dec = FastDecoder(model)
+    seeds = [11, 22, 33, 44]
+    a = dec.generate(prompts, max_new_tokens=24, stop_ids=stops, temperature=0.8, top_p=0.9, seeds=seeds)
+    order = [2, 0, 3, 1]
+    b = dec.generate([prompts[i] for i in order], max_new_tokens=24, stop_ids=stops, temperature=0.8,
+                     top_p=0.9, seeds=[seeds[i] for i in order])
+    for pos, i in enumerate(order):
+        assert b[pos].token_ids == a[i].token_ids
+    c = dec.generate(prompts, max_new_tokens=24, stop_ids=stops, temperature=0.8, top_p=0.9, seeds=[5, 6, 7, 8])
+    assert [x.token_ids for x in c] != [x.token_ids for x in a]  # other seeds, other samples
+
+
+def test_sample_top_p_keeps_to_the_nucleus_and_matches_its_distribution():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05] + [0.0] * 60]).clamp_min(1e-12))
+    rng = random.Random(0)
+    counts = [0] * 4
+    n = 4000
+    for _ in range(n):
+        tok = sample_top_p(logits, 1.0, 0.9, [rng.random()]).item()
+        assert tok in (0, 1, 2)  # 0.5 + 0.3 < 0.9, so the third token completes the nucleus
+        counts[tok] += 1
+    expected = [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95]
+    for c, e in zip(counts, expected):
+        assert abs(c / n - e) < 0.03
+    # Temperature sharpens: at T=0.1 the top token wins essentially always.
+    assert all(sample_top_p(logits, 0.1, 1.0, [u]).item() == 0 for u in (0.01, 0.5, 0.99))
+
+
+def test_sample_top_p_wide_nucleus_sorts_in_full():
+    logits = torch.zeros(1, 500)  # uniform: the nucleus of 0.9 has 450 tokens, wider than the top-64 shortcut
+    seen = {sample_top_p(logits, 1.0, 0.9, [u / 1000]).item() for u in range(1, 1000, 7)}
+    assert len(seen) > 64
+
+
+def test_shared_prefix_length():
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    assert shared_prefix_length([[5], [6]]) == 0
+    assert shared_prefix_length([[1, 2], [1, 2]]) == 2
+
+
+def test_plain_prompt_format_for_models_without_chat_template():
+    cfg = PromptConfig(fewshot_examples=[{"question": "1+1?", "answer": "2\n#### 2"}], fewshot=1)
+    text = render_plain(Problem(id="a", dataset="gsm8k", question="2+2?", answer="4"), cfg)
+    assert text.startswith(PAPER_SYSTEM_PROMPT)
+    assert text.endswith("Question: 2+2?\nAnswer:")
+    assert "Question: 1+1?\nAnswer: 2\n#### 2" in text
+
+
+def test_boxed_variant_only_for_math500():
+    cfg = PromptConfig(math500_boxed=True)
+    assert "boxed" in cfg.system_for("math500")
+    assert cfg.system_for("gsm8k") == PAPER_SYSTEM_PROMPT
+
+
+# -- vLLM: the request we build and the mapping of its outputs ---------------------------------------
+
+
+class _FakeSamplingParams:
+    def __init__(self, **kw):
+        self.kw = kw
+
+
+def test_vllm_request_building():
+    from pspo_eval.generation.vllm_backend import build_requests
+
+    reqs = [
+        GenRequest("p1", [], 0.0, 0.9, 128, 7),
+        GenRequest("p2", [], 0.8, 0.9, 64, 2**40 + 3),
+    ]
+    prompts, params = build_requests(reqs, lambda s: [len(s), 1, 2], [2, 7], _FakeSamplingParams)
+    assert prompts == [{"prompt_token_ids": [2, 1, 2]}, {"prompt_token_ids": [2, 1, 2]}]
+    greedy, sampled = params[0].kw, params[1].kw
+    assert greedy["temperature"] == 0.0 and greedy["top_p"] == 1.0 and greedy["max_tokens"] == 128
+    assert sampled["temperature"] == 0.8 and sampled["top_p"] == 0.9 and sampled["max_tokens"] == 64
+    assert sampled["n"] == 1 and sampled["stop_token_ids"] == [2, 7]
+    assert 0 <= sampled["seed"] < 2**31 and greedy["seed"] == 7
+
+
+def test_vllm_output_mapping():
+    from pspo_eval.generation.vllm_backend import map_outputs
+
+    outs = [
+        SimpleNamespace(prompt_token_ids=[1, 2, 3], outputs=[SimpleNamespace(text="#### 5", token_ids=[9, 9], finish_reason="stop")]),
+        SimpleNamespace(prompt_token_ids=[1], outputs=[SimpleNamespace(text="long", token_ids=[4] * 8, finish_reason="length")]),
+    ]
+    res = map_outputs(outs, seconds=2.0)
+    assert [r.response for r in res] == ["#### 5", "long"]
+    assert [r.finish_reason for r in res] == ["stop", "length"]
+    assert [(r.prompt_tokens, r.completion_tokens) for r in res] == [(3, 2), (1, 8)]
+    assert res[0].seconds == pytest.approx(1.0)
+
+
+def test_vllm_backend_missing_is_one_line_error():
+    import importlib.util
+
+    from pspo_eval.errors import PspoError
+    from pspo_eval.generation.base import make_backend
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(PspoError) as info:
+        make_backend("vllm", "smollm2-135m-instruct")
+    assert "pip install 'pspo-eval[vllm]'" in str(info.value)
+    assert "\n" not in str(info.value)
