@@ -16,7 +16,23 @@ import typer
 from pspo_eval import __version__
 from pspo_eval.errors import PspoError
 
+
+class _Group(typer.core.TyperGroup):
+    """Turns a user error into one line on stderr and exit code 2, wherever the app is invoked from
+    (the console script, ``python -m pspo_eval``, or ``typer.testing.CliRunner`` in tests)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except PspoError as exc:
+            if os.environ.get("PSPO_EVAL_DEBUG") == "1":
+                raise
+            typer.echo(f"error: {exc.one_line()}", err=True)
+            sys.exit(exc.exit_code)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="pspo-eval",
     help="Train (GR-PSPO / GRPO-clip / GRPO-noclip), evaluate, judge and report math LMs.",
     no_args_is_help=True,

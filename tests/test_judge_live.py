@@ -97,3 +97,38 @@ def test_local_judge_runs_the_command_end_to_end_and_reruns_free(tmp_path, capfd
     main(args)  # everything cached: no server is started, no request sent
     out, err = capfd.readouterr()
     assert json.loads(out)["cached"] == 1 and "starting the local judge" not in err
+
+
+def test_real_json_attempts_are_repaired_or_typed(served):
+    """Short prompts that get the demo model to try JSON (often fenced, wrongly typed or cut off)."""
+    import asyncio
+
+    from pspo_eval.judge.client import JudgeClient
+    from pspo_eval.judge.parsing import parse_verdict
+    from pspo_eval.judge.rubric import Rubric
+    from pspo_eval.judge.specs import parse_judge_spec
+
+    model = Rubric.model_validate(TINY_RUBRIC).verdict_model
+    asks = [
+        'Write a JSON object with the keys "quality" (an integer from 1 to 3) and "leak" (true or false).',
+        'Rate the answer "7" to "3 + 4 = ?". Reply in JSON with "rationale", "quality" (1-3) and "leak" (boolean).',
+        "Give me a JSON object describing a score.",
+    ]
+
+    async def ask_all() -> list[tuple[str | None, str | None]]:
+        client = JudgeClient(parse_judge_spec(f"{served.base_url}::{served.model_path}"), model=served.model_path,
+                             timeout=600, max_retries=1)
+        try:
+            out = []
+            for text in asks:
+                reply = await client.chat([{"role": "user", "content": text}], max_tokens=40)
+                out.append((reply.content, reply.finish_reason))
+            return out
+        finally:
+            await client.aclose()
+
+    for content, _finish in asyncio.run(ask_all()):
+        result = parse_verdict(content, model)
+        assert (result.verdict is None) != (result.error is None)
+        if result.verdict is not None:
+            assert 1 <= result.verdict.quality <= 3 and isinstance(result.verdict.leak, bool)

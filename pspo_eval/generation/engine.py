@@ -33,6 +33,7 @@ SUPPORTED = {"llama", "qwen2", "qwen3", "mistral"}
 class Completion:
     token_ids: list[int]
     finish_reason: str  # "stop" (a stop token was produced; it is not included) or "length"
+    stop_token: int | None = None  # which stop id ended it (finish "stop"); a trainer appends it to train on it
 
 
 @dataclass
@@ -259,6 +260,7 @@ class FastDecoder:
             rngs = [random.Random(r) for r in range(B)]
         out: list[list[int]] = [[] for _ in range(B)]
         finish = ["length"] * B
+        stopped_by: list[int | None] = [None] * B
         rows = list(range(B))  # original prompt index of each batch position
         live = [True] * B  # finished rows stay in the batch (ignored) until compaction pays off
         key_valid = torch.zeros(B, S, dtype=torch.bool, device=dev)
@@ -274,6 +276,7 @@ class FastDecoder:
                     continue
                 if stop_list[j]:
                     finish[r] = "stop"
+                    stopped_by[r] = tok_list[j]
                     live[j] = False
                 else:
                     out[r].append(tok_list[j])
@@ -296,7 +299,7 @@ class FastDecoder:
             hidden = self._forward(token[:, None], pos_next[:, None], cache, col, key_valid[:, None, None, : col + 1])
             pos_next = pos_next + 1
             logits = self._logits(hidden[:, -1])
-        return [Completion(out[r], finish[r]) for r in range(B)]
+        return [Completion(out[r], finish[r], stopped_by[r]) for r in range(B)]
 
     @staticmethod
     def _choose(

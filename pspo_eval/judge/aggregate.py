@@ -288,7 +288,7 @@ def _agreement(ok: pd.DataFrame) -> pd.DataFrame:
 
 def _self_consistency(frame: pd.DataFrame) -> pd.DataFrame:
     cols = ["judge", "rubric", "criterion", "n_items", "agreement", "mean_std", "alpha"]
-    rows = []
+    rows: list[dict[str, Any]] = []
     if frame["repeat"].fillna(0).astype(int).max() < 1:
         return pd.DataFrame(rows, columns=cols)
     for (judge, rubric), group in frame.groupby(["judge", "rubric"], sort=True):

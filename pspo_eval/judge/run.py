@@ -323,15 +323,15 @@ async def _judge_task(
             fields.update(outcome=failed.outcome, error=failed.error, raw=_clip(failed.raw))
             error_kind = failed.error_kind
         else:
-            scores: dict[str, int] = {}
+            pair_scores: dict[str, int] = {}
             flips: dict[str, bool] = {}
             per_order = [_verdict_parts(rubric, a.verdict)[0] for a in results if a.verdict is not None]
             for c in rubric.criterion_keys:
                 first, second = _PREFERENCE[(0, per_order[0][c])], _PREFERENCE[(1, per_order[1][c])]
-                scores[c] = first if first == second else 0  # disagreeing orders count as a tie
+                pair_scores[c] = first if first == second else 0  # disagreeing orders count as a tie
                 flips[c] = first != second
-            rationale = " | ".join(_verdict_parts(rubric, a.verdict)[2] for a in results if a.verdict is not None)
-            fields.update(outcome="ok", scores=scores, flags={}, flips=flips, rationale=rationale[:2000],
+            joined = " | ".join(_verdict_parts(rubric, a.verdict)[2] for a in results if a.verdict is not None)
+            fields.update(outcome="ok", scores=pair_scores, flags={}, flips=flips, rationale=joined[:2000],
                           raw=_clip(results[-1].raw))
     if price is not None:
         usage.cost_usd = (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1e6
@@ -363,6 +363,14 @@ class _JudgeResult:
     stopped: str | None = None
 
 
+@dataclass
+class _StopState:
+    """Consecutive items that could not connect; ``stopped`` holds the last error once the limit is hit."""
+
+    consecutive: int = 0
+    stopped: str | None = None
+
+
 async def _run_tasks(
     client: JudgeClient, tasks: list[Task], rubric: Rubric, strategy: str, shard: Shard, *, concurrency: int,
     max_tokens: int, temperature: float, reasks: int, max_consecutive_failures: int,
@@ -373,14 +381,14 @@ async def _run_tasks(
         queue.put_nowait(t)
     outcomes: Counter = Counter()
     usage = Usage()
-    state = {"consecutive": 0, "stopped": None, "last_error": ""}
+    state = _StopState()
     started = time.perf_counter()
 
     with progress() as bar:
         bar_task = bar.add_task(f"judging ({label})", total=len(tasks))
 
         async def worker() -> None:
-            while state["stopped"] is None:
+            while state.stopped is None:
                 try:
                     task = queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -395,12 +403,11 @@ async def _run_tasks(
                     usage.cost_usd = (usage.cost_usd or 0.0) + record.usage.cost_usd
                 bar.advance(bar_task)
                 if error_kind == "connection":
-                    state["consecutive"] += 1
-                    state["last_error"] = record.error or ""
-                    if state["consecutive"] >= max_consecutive_failures and state["stopped"] is None:
-                        state["stopped"] = state["last_error"]
+                    state.consecutive += 1
+                    if state.consecutive >= max_consecutive_failures and state.stopped is None:
+                        state.stopped = record.error or "connection failed"
                 else:
-                    state["consecutive"] = 0
+                    state.consecutive = 0
 
         workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(tasks))))]
         try:
@@ -411,7 +418,7 @@ async def _run_tasks(
             await asyncio.gather(*workers, return_exceptions=True)
     judged = sum(outcomes.values())
     return _JudgeResult(strategy, outcomes, usage, judged, time.perf_counter() - started,
-                        client.stats.http_seconds, state["stopped"])
+                        client.stats.http_seconds, state.stopped)
 
 
 def _capabilities_path(store: RunStore) -> Path:
@@ -451,7 +458,8 @@ def _run_one_judge(
     from contextlib import ExitStack
 
     with ExitStack() as stack:
-        base_url, model = spec.base_url, spec.model
+        base_url: str | None = spec.base_url
+        model: str | None = spec.model
         if spec.kind == "local":
             from pspo_eval.judge.server import LocalServer
 
@@ -652,7 +660,7 @@ def _record_manifest(store: RunStore, spec: JudgeSpec, rubric: Rubric, settings:
                      strategy: str | None = None) -> None:
     """Note in the manifest how this run was judged (identities and settings; never a key)."""
     manifest = store.read_manifest()
-    judging = manifest.get("judging") if isinstance(manifest.get("judging"), dict) else {}
+    judging: dict[str, Any] = manifest["judging"] if isinstance(manifest.get("judging"), dict) else {}
     entry_id = f"{spec.label}/{rubric.name}"
     entry = dict(judging.get(entry_id) or {})
     entry.update(judge=spec.identity, spec=redact(spec.spec), kind=spec.kind,

@@ -424,6 +424,10 @@ class CheckpointConfig(_Section):
 class LoggingConfig(_Section):
     log_every: int = Field(default=1, ge=1, description="Log metrics every N optimizer steps.")
     log_completions: int = Field(default=0, ge=0, description="Sample completions to log per rollout.")
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=list,
+        description="Extra metric sinks besides OUT/metrics.jsonl (need the tensorboard / wandb package).",
+    )
 
 
 class EvalConfig(_Section):
