@@ -511,3 +511,16 @@ def test_load_judgments_prefers_the_final_record_over_api_errors(tmp_path):
     done = _judgment("j", "m", "p0", {"s": 4})
     frame = _store(tmp_path, [failed, done])
     assert list(frame["outcome"]) == ["ok"]
+
+
+def test_the_judge_sees_the_system_prompt_the_model_saw():
+    from pspo_eval.generation.prompts import BOXED_SYSTEM_PROMPT, PAPER_SYSTEM_PROMPT
+    from pspo_eval.judge.run import system_prompt_for
+
+    manifest = {"system_prompt": PAPER_SYSTEM_PROMPT,
+                "config": {"prompt": {"system": PAPER_SYSTEM_PROMPT, "math500_boxed": True}}}
+    assert system_prompt_for(manifest, {"dataset": "math500"}) == BOXED_SYSTEM_PROMPT
+    assert system_prompt_for(manifest, {"dataset": "gsm8k"}) == PAPER_SYSTEM_PROMPT
+    assert system_prompt_for({"system_prompt": "S"}, {"dataset": "gsm8k"}) == "S"
+    assert system_prompt_for(manifest, {"dataset": "gsm8k", "system_prompt": "own"}) == "own"
+    assert system_prompt_for({}, {"dataset": "gsm8k"}) is None

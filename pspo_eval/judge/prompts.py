@@ -124,11 +124,12 @@ def schema_note(rubric: Rubric) -> str:
     )
 
 
-def grader_line(extracted: str | None, correct: bool | None) -> str:
+def grader_line(extracted: str | None, correct: bool | None, finish_reason: str | None = None) -> str:
+    cut = " (the response was cut off at the generation length limit)" if finish_reason == "length" else ""
     if correct is None:
-        return "not graded"
+        return "not graded" + cut
     answer = extracted if extracted not in (None, "") else "none found"
-    return f"final answer found: {answer}; the grader marked it {'CORRECT' if correct else 'INCORRECT'}"
+    return f"final answer found: {answer}; the grader marked it {'CORRECT' if correct else 'INCORRECT'}{cut}"
 
 
 @dataclass

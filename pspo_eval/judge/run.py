@@ -142,8 +142,29 @@ class _Item:
     injection: list[str]
 
 
+def system_prompt_for(manifest: dict, sample: dict) -> str | None:
+    """The system prompt the evaluated model saw for this sample.
+
+    The sample's own ``system_prompt`` if it has one; else the run's prompt config resolved for the
+    sample's dataset (MATH-500 may get the ``\\boxed{}`` variant); else the manifest's ``system_prompt``.
+    """
+    if isinstance(sample.get("system_prompt"), str):
+        return sample["system_prompt"]
+    config = manifest.get("config")
+    prompt = config.get("prompt") if isinstance(config, dict) else None
+    if isinstance(prompt, dict):
+        try:
+            from pspo_eval.generation.prompts import PromptConfig
+
+            return PromptConfig.model_validate(prompt).system_for(sample["dataset"])
+        except Exception:  # an older or foreign manifest: fall back to the recorded text
+            pass
+    value = manifest.get("system_prompt")
+    return value if isinstance(value, str) else None
+
+
 def _build_items(
-    rubric: Rubric, chosen: dict[tuple[str, str, str], dict], system_prompt: str | None, baseline: str | None
+    rubric: Rubric, chosen: dict[tuple[str, str, str], dict], manifest: dict, baseline: str | None
 ) -> list[_Item]:
     problems = _Problems()
     keys_for_scan = [*rubric.criterion_keys, *rubric.flag_keys]
@@ -153,7 +174,7 @@ def _build_items(
             "model": model, "dataset": dataset, "problem_id": pid, "category": s.get("category"),
             "sample_key": s["key"], "setting": s["setting"], "correct": s.get("correct"),
         }
-        sp = s.get("system_prompt") if isinstance(s.get("system_prompt"), str) else system_prompt
+        sp = system_prompt_for(manifest, s)
         question = problems.question(s)
         if rubric.mode == "pairwise":
             if model == baseline:
@@ -162,10 +183,10 @@ def _build_items(
             if b is None:
                 continue
             base.update(baseline=baseline, baseline_sample_key=b["key"], baseline_correct=b.get("correct"))
-            grader_ab = (f"Response A: {prompts.grader_line(b.get('extracted'), b.get('correct'))}\n"
-                         f"Response B: {prompts.grader_line(s.get('extracted'), s.get('correct'))}")
-            grader_ba = (f"Response A: {prompts.grader_line(s.get('extracted'), s.get('correct'))}\n"
-                         f"Response B: {prompts.grader_line(b.get('extracted'), b.get('correct'))}")
+            grader_ab = (f"Response A: {prompts.grader_line(b.get('extracted'), b.get('correct'), b.get('finish_reason'))}\n"
+                         f"Response B: {prompts.grader_line(s.get('extracted'), s.get('correct'), s.get('finish_reason'))}")
+            grader_ba = (f"Response A: {prompts.grader_line(s.get('extracted'), s.get('correct'), s.get('finish_reason'))}\n"
+                         f"Response B: {prompts.grader_line(b.get('extracted'), b.get('correct'), b.get('finish_reason'))}")
             first = prompts.build_messages(rubric, problem=question, system_prompt=sp, grader=grader_ab,
                                            responses=[b["response"], s["response"]])
             second = prompts.build_messages(rubric, problem=question, system_prompt=sp, grader=grader_ba,
@@ -178,7 +199,7 @@ def _build_items(
             reference = problems.reference(s) if rubric.mode == "reference" else None
             rendered = prompts.build_messages(
                 rubric, problem=question, system_prompt=sp,
-                grader=prompts.grader_line(s.get("extracted"), s.get("correct")),
+                grader=prompts.grader_line(s.get("extracted"), s.get("correct"), s.get("finish_reason")),
                 responses=[s["response"]], reference=reference,
             )
             hits = prompts.detect_injection(s["response"], keys_for_scan)
@@ -537,9 +558,6 @@ def judge_run(
         check_key(spec)
 
     manifest = store.read_manifest()
-    system_prompt = manifest.get("system_prompt")
-    if system_prompt is None and isinstance(manifest.get("config"), dict):
-        system_prompt = manifest["config"].get("system_prompt")
     chosen = pick_responses(load_samples(store), models=models, datasets=datasets, setting=setting)
     if per_dataset is not None:
         keep = stratified_problems(chosen, per_dataset, seed)
@@ -547,7 +565,7 @@ def judge_run(
     baseline = None
     if rubric.mode == "pairwise":
         baseline = _pick_baseline(sorted({k[0] for k in chosen}), pairwise_baseline)
-    items = _build_items(rubric, chosen, system_prompt, baseline)
+    items = _build_items(rubric, chosen, manifest, baseline)
     if not items:
         raise PspoError("nothing to judge: no item pairs the baseline with another model" if baseline
                         else "nothing to judge", "check --model / --dataset / --baseline")

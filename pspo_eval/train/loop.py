@@ -146,6 +146,16 @@ def lr_factor(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+def _quiet_transformers() -> None:
+    """No per-file progress bars from transformers while loading and saving checkpoints."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # pragma: no cover - a transformers without that switch
+        pass
+
+
 def _scheduler_state(scheduler) -> dict[str, Any]:
     return {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
 
@@ -170,6 +180,7 @@ class Trainer:
         self.device: torch.device = self.dist.device  # type: ignore[assignment]
         self.amp = autocast_dtype(cfg.model.dtype, self.device)
         self.config_yaml = dump_config(cfg)
+        _quiet_transformers()
         self.config_hash = config_hash(cfg)
 
         torch.manual_seed(cfg.seed)
@@ -411,7 +422,19 @@ class Trainer:
 
     # -- one optimizer step: the loss -----------------------------------------------------------------
     def optimizer_step(self, batch: RolloutBatch) -> dict[str, float]:
-        """One update over the whole rollout, in micro-batches. Returns its loss/ratio/entropy/KL stats."""
+        """One update over the whole rollout: gradients (micro-batches), clipping, AdamW, schedule."""
+        result = self.accumulate_gradients(batch)
+        max_norm = self.cfg.optim.max_grad_norm if self.cfg.optim.max_grad_norm is not None else math.inf
+        result["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        batch.iterations_done += 1
+        return result
+
+    def accumulate_gradients(self, batch: RolloutBatch) -> dict[str, float]:
+        """The loss of iteration ``batch.iterations_done`` on ``batch``, backpropagated micro-batch by
+        micro-batch into ``.grad``. Returns its loss / ratio / entropy / KL statistics."""
         cfg, first = self.cfg, batch.iterations_done == 0
         mode, beta = cfg.loss.aggregation, cfg.loss.beta
         chunks = batch.micro_batches(cfg.train.micro_batch_size)
@@ -440,16 +463,9 @@ class Trainer:
                 (loss * self.dist.world_size).backward()
             loss_sum += float(loss.detach())
             self._record(stats, logp.detach(), old_logp, adv, mask, entropy, kl.detach() if beta > 0 else None)
-        max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        batch.iterations_done += 1
         stats.reduce(self.dist)
         result = stats.result()
         result["loss"] = self.dist.sum([loss_sum])[0]
-        result["grad_norm"] = grad_norm
         return result
 
     def _record(self, stats: TokenStats, logp, old_logp, adv, mask, entropy, kl) -> None:
