@@ -267,6 +267,8 @@ class _Work:
         self.setting = setting
         self.shard_parts = shard_parts
         self.items: list[tuple[Problem, int, str, int]] = []  # (problem, sample_index, key, seed)
+        self.failed = 0
+        self.last_error = ""
 
 
 def plan(config: EvalConfig, store: RunStore, problems: dict[str, list[Problem]]) -> tuple[list[_Work], int, int]:
@@ -276,7 +278,8 @@ def plan(config: EvalConfig, store: RunStore, problems: dict[str, list[Problem]]
     works: list[_Work] = []
     total = done = 0
     for model in config.models:
-        fingerprint = model_fingerprint(model.ref)
+        # A served model is identified by the backend identity (URL + model name) in every key.
+        fingerprint = f"api:{model.ref}" if config.backend.name == "openai" else model_fingerprint(model.ref)
         for dataset, items in problems.items():
             max_new = config.sampling.max_new_for(dataset)
             for temperature in config.sampling.temperatures:
@@ -380,7 +383,9 @@ def run_evaluate(
                                 on_progress(desc, len(work.items), len(work.items))
                 finally:
                     backend.close()
-            entry["status"] = "complete"
+            failed = sum(w.failed for w in works)
+            entry["status"] = "complete" if not failed else "incomplete"
+            entry["failed_requests"] = failed
         except KeyboardInterrupt:
             entry["status"] = "interrupted"
             raise
@@ -396,6 +401,14 @@ def run_evaluate(
         from pspo_eval.store import atomic_write_json
 
         atomic_write_json(store.root / "results.json", results)
+        failed = [w for w in works if w.failed]
+        if failed:
+            n = sum(w.failed for w in failed)
+            raise PspoError(
+                f"{n} samples could not be generated (last error: {failed[-1].last_error}); "
+                f"results.json covers the {sum(r['samples'] for r in results['rows'])} stored samples",
+                "rerun the same command to retry the missing ones",
+            )
         return results
 
 
@@ -419,8 +432,13 @@ def _generate_work(config: EvalConfig, work: _Work, backend, store: RunStore, gr
         chunk = order[start : start + step]
         results = backend.generate([requests[i] for i in chunk])
         records = []
-        for i, res in zip(chunk, results, strict=False):
+        for i, res in zip(chunk, results):
             problem, index, key, seed = work.items[i]
+            if res.finish_reason == "error":
+                # A failed request is not a sample: nothing is stored, so the next run retries it.
+                work.failed += 1
+                work.last_error = res.extra.get("error", "request failed")
+                continue
             g = grade(work.dataset, res.response, problem.answer)
             records.append(
                 Sample(

@@ -120,7 +120,6 @@ def summarize_group(samples: list[dict], *, seed: int = 0) -> dict:
         "maj_at_k": maj_k,
         "mean_completion_tokens": sum(tokens) / n_samples,
         "truncation_rate": sum(s["finish_reason"] == "length" for s in samples) / n_samples,
-        "errors": sum(s["finish_reason"] == "error" for s in samples),
         "methods": dict(Counter(s["method"] for s in samples).most_common()),
         "symbolic_timeouts": sum(bool(s.get("timed_out")) for s in samples),
         "by_category": breakdown("category"),

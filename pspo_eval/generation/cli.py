@@ -72,6 +72,7 @@ def evaluate(
     from pspo_eval.evaluate import (
         BackendConfig,
         EvalConfig,
+        ModelSpec,
         SamplingConfig,
         discover_checkpoints,
         parse_model_specs,
@@ -84,6 +85,8 @@ def evaluate(
     specs = parse_model_specs(model)
     for directory in checkpoints:
         specs += discover_checkpoints(directory)
+    if not specs and backend == "openai" and api_model:
+        specs = [ModelSpec(name=api_model.rstrip("/").split("/")[-1], ref=api_model)]
     if not specs:
         raise PspoError("no model to evaluate", "give --model NAME=PATH (repeatable) or --checkpoints DIR")
     prompt_fields: dict = {"math500_boxed": math500_boxed, "chat_template": chat_template, "fewshot": fewshot}

@@ -170,7 +170,7 @@ class HFBackend:
                     [encoded[i] for i in chunk], [requests[i].seed for i in chunk], temperature, top_p, max_new
                 )
                 share = (time.perf_counter() - t0) / len(chunk)
-                for i, (tokens, finish) in zip(chunk, batch, strict=False):
+                for i, (tokens, finish) in zip(chunk, batch):
                     text = self.tokenizer.decode(tokens, skip_special_tokens=True)
                     results[i] = GenResult(text, finish, len(encoded[i]), len(tokens), share)
                 if progress:

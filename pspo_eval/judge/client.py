@@ -159,8 +159,11 @@ class JudgeClient:
         temperature: float,
         seed: int | None,
         response_format: dict | None,
+        top_p: float | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature}
+        if top_p is not None and top_p < 1.0:
+            body["top_p"] = top_p
         # OpenAI's newer models only take max_completion_tokens; other servers know max_tokens.
         body["max_completion_tokens" if self.spec.kind == "openai" else "max_tokens"] = max_tokens
         if seed is not None:
@@ -178,9 +181,10 @@ class JudgeClient:
         seed: int | None = 0,
         response_format: dict | None = None,
         max_retries: int | None = None,
+        top_p: float | None = None,
     ) -> ChatReply:
         body = self.body(messages, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                         response_format=response_format)
+                         response_format=response_format, top_p=top_p)
         data, usage, latency = await self._post(body, self.max_retries if max_retries is None else max_retries)
         choice = data["choices"][0]
         message = choice.get("message") or {}
