@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from judge_fault_server import FaultServer
 
 from pspo_eval.errors import PspoError
 from pspo_eval.evaluate import BackendConfig, EvalConfig, ModelSpec, SamplingConfig, run_evaluate
 from pspo_eval.store import RunStore
-from judge_fault_server import FaultServer
 
 
 def _problems(tmp_path: Path) -> Path:
