@@ -49,7 +49,7 @@ def test_random_sigkills_then_rerun_match_a_clean_run(clean, tmp_path, seed):
     rng = random.Random(seed)
     out = tmp_path / "run"
     kills = 0
-    for attempt in range(12):
+    for _attempt in range(12):
         proc = subprocess.Popen(_cmd(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         # Kill anywhere from start-up (before the manifest exists) to deep into generation.
