@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from pspo_eval import __version__
@@ -21,7 +20,7 @@ class _Group(typer.core.TyperGroup):
     """Turns a user error into one line on stderr and exit code 2, wherever the app is invoked from
     (the console script, ``python -m pspo_eval``, or ``typer.testing.CliRunner`` in tests)."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except PspoError as exc:
@@ -29,6 +28,9 @@ class _Group(typer.core.TyperGroup):
                 raise
             typer.echo(f"error: {exc.one_line()}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: rerun the same command to resume", err=True)
+            sys.exit(130)
 
 
 app = typer.Typer(
@@ -97,26 +99,6 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `pspo-eval` console script."""
-    debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("PSPO_EVAL_DEBUG") == "1"
+    """Entry point of the `pspo-eval` console script (usage errors: exit 2, user errors: exit 2, Ctrl-C: 130)."""
     command = typer.main.get_command(app)
-    try:
-        command.main(args=argv, prog_name="pspo-eval", standalone_mode=False)
-    except PspoError as exc:
-        if debug:
-            raise
-        typer.echo(f"error: {exc.one_line()}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        typer.echo("interrupted: rerun the same command to resume", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: rerun the same command to resume", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except SystemExit:
-        raise
+    command.main(args=argv, prog_name="pspo-eval", standalone_mode=True)

@@ -74,6 +74,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     except OSError as exc:
         raise _io_error(exc, path, "writing") from exc
     try:
+        os.fchmod(fd, 0o644)  # mkstemp creates 0600; run files are meant to be shared and read
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -212,7 +213,7 @@ class RunStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self._lock_fh = None
+        self._lock_fh: Any = None
 
     # -- locking ---------------------------------------------------------------------------
     @contextmanager

@@ -1,0 +1,309 @@
+"""`pspo-eval pipeline`: train → evaluate → judge → report from one experiment file, and `pspo-eval demo`.
+
+Every stage reuses the run store, so running the same experiment again after a failure or an edit
+redoes only what changed:
+
+- **train**: each objective trains into ``OUT/train/<objective>-<config hash>``; a finished run
+  (``final/`` present) is skipped, an interrupted one resumes from its last checkpoint, and an
+  edited config trains into a new directory (the old one is kept).
+- **evaluate**: one run directory ``OUT/eval`` for the base model and every trained model; samples
+  already stored (same key) are not generated again.
+- **judge**: verdicts are cached by judge, rubric, prompt and settings; a rerun sends no request
+  for what is already judged.
+- **report**: rebuilt from the records every time (seconds).
+
+``OUT/pipeline.json`` records each stage's status, times and the error of a failed stage.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Literal
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pspo_eval.errors import PspoError
+
+
+class TrainStage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: str = Field(description="Training config file or preset (e.g. demo-cpu, paper/qwen2.5-0.5b-pspo).")
+    objectives: list[str] = Field(default_factory=lambda: ["pspo", "clip"], description="One run per objective.")
+    set: list[str] = Field(default_factory=list, description="--set overrides applied to every run.")
+    set_per_objective: dict[str, list[str]] = Field(default_factory=dict, description="Extra overrides per objective.")
+    evaluate: Literal["final", "all", "best"] = Field("final", description="Which checkpoints the evaluate stage reads.")
+
+
+class EvaluateStage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    datasets: list[str] = Field(default_factory=lambda: ["gsm8k", "svamp", "asdiv", "math500"])
+    limit: int | None = None
+    temperatures: list[float] = Field(default_factory=lambda: [0.0])
+    samples: int = 1
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    max_new_tokens_per_dataset: dict[str, int] = Field(default_factory=dict)
+    seed: int = 0
+    math500_boxed: bool = False
+    backend: str = "hf"
+    batch_size: int = 64
+    dtype: str = "auto"
+    device: str = "auto"
+
+
+class JudgeStage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    judges: list[str] = Field(default_factory=lambda: ["local"])
+    rubric: str = "math_response_quality"
+    per_dataset: int | None = 2
+    repeats: int = 1
+    concurrency: int = 4
+    timeout: float | None = None
+    max_tokens: int = 512
+    pairwise_rubric: str | None = None
+    api_key_env: str | None = None
+
+
+class ReportStage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    out: str = Field(description="Report directory.")
+    baseline: str = "base"
+    title: str | None = None
+
+
+class Experiment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    out: str = Field(description="Root directory of the experiment's runs.")
+    base_model: str = Field(description="The model trained from and evaluated as the baseline.")
+    base_label: str = "base"
+    train: TrainStage | None = None
+    evaluate: EvaluateStage = Field(default_factory=EvaluateStage)
+    judge: JudgeStage | None = None
+    report: ReportStage | None = None
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        candidate = Path(__file__).resolve().parent.parent / "experiments" / f"{path}.yaml"
+        if candidate.exists():
+            path = candidate
+        else:
+            raise PspoError(f"experiment file {path} not found", "give a path like experiments/demo.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise PspoError(f"{path} is not valid YAML: {exc}", "fix the file's syntax") from exc
+    try:
+        exp = Experiment.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise PspoError(f"{path}: {where}: {err['msg']}", "see experiments/demo.yaml for the format") from None
+    # Relative paths in the file are relative to the repository root (where experiments/ lives).
+    return exp
+
+
+class _State:
+    def __init__(self, root: Path):
+        from pspo_eval.store import RunStore
+
+        self.store = RunStore(root)
+        self.path = root / "pipeline.json"
+        import json
+
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"stages": {}}
+
+    def set(self, stage: str, **fields) -> None:
+        from pspo_eval.store import atomic_write_json
+
+        self.data["stages"].setdefault(stage, {}).update(fields)
+        atomic_write_json(self.path, self.data)
+
+
+def _train_dirs(exp: Experiment, root: Path) -> dict[str, tuple[Path, object]]:
+    """objective -> (run directory, resolved TrainConfig)."""
+    from pspo_eval.train.config import config_hash, load_config
+
+    out = {}
+    assert exp.train is not None
+    for objective in exp.train.objectives:
+        sets = [f"model.path={exp.base_model}", *exp.train.set, *exp.train.set_per_objective.get(objective, [])]
+        cfg = load_config(exp.train.config, overrides=sets, objective=objective)
+        out[objective] = (root / "train" / f"{objective}-{config_hash(cfg)[:8]}", cfg)
+    return out
+
+
+def run_train_stage(exp: Experiment, root: Path, state: _State, *, verbose: bool) -> dict[str, Path]:
+    from pspo_eval.console import log
+    from pspo_eval.train.checkpoint import latest_checkpoint
+    from pspo_eval.train.loop import train
+
+    dirs = _train_dirs(exp, root)
+    for objective, (out, cfg) in dirs.items():
+        if (out / "final" / "config.json").exists():
+            log(f"train {objective}: up to date ({out})")
+            continue
+        resume = latest_checkpoint(out) is not None
+        log(f"train {objective}: {'resuming' if resume else 'starting'} in {out}")
+        state.set("train", status="running", current=objective)
+        train(cfg, out, resume=resume, verbose=verbose)
+    return {objective: out for objective, (out, _) in dirs.items()}
+
+
+def _models_to_evaluate(exp: Experiment, trained: dict[str, Path]):
+    from pspo_eval.evaluate import ModelSpec, discover_checkpoints
+
+    specs = [ModelSpec(name=exp.base_label, ref=exp.base_model)]
+    for objective, out in trained.items():
+        which = exp.train.evaluate if exp.train else "final"
+        if which == "all":
+            for spec in discover_checkpoints(out):
+                specs.append(spec.model_copy(update={"name": spec.name.replace(out.name, objective)}))
+        elif which == "best" and (out / "best" / "config.json").exists():
+            specs.append(ModelSpec(name=objective, ref=str(out / "best")))
+        else:
+            specs.append(ModelSpec(name=objective, ref=str(out / "final")))
+    return specs
+
+
+def run_pipeline(path: str | Path, *, stages: list[str] | None = None, verbose: bool = True) -> dict:
+    """Run an experiment file's stages in order; returns {eval_run, report, results}."""
+    from pspo_eval.console import log
+    from pspo_eval.evaluate import BackendConfig, EvalConfig, SamplingConfig, run_evaluate
+    from pspo_eval.generation.prompts import PromptConfig
+
+    exp = load_experiment(path)
+    root = Path(exp.out)
+    root.mkdir(parents=True, exist_ok=True)
+    state = _State(root)
+    wanted = set(stages or ["train", "evaluate", "judge", "report"])
+    out: dict = {}
+
+    def stage(name: str, fn):
+        if name not in wanted:
+            return None
+        t0 = time.time()
+        state.set(name, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), error=None)
+        try:
+            value = fn()
+        except BaseException as exc:
+            message = exc.one_line() if isinstance(exc, PspoError) else f"{type(exc).__name__}: {exc}"
+            state.set(name, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                      error=message, seconds=round(time.time() - t0, 1))
+            if isinstance(exc, PspoError):
+                raise PspoError(f"pipeline stage '{name}' failed: {exc.message}",
+                                exc.hint or "fix the cause and rerun the same command: finished work is reused") from exc
+            raise
+        state.set(name, status="done", seconds=round(time.time() - t0, 1))
+        log(f"stage {name}: done in {time.time() - t0:.0f}s")
+        return value
+
+    trained: dict[str, Path] = {}
+    if exp.train is not None:
+        if "train" in wanted:
+            trained = stage("train", lambda: run_train_stage(exp, root, state, verbose=verbose)) or {}
+        else:
+            trained = {o: d for o, (d, _) in _train_dirs(exp, root).items()}
+    eval_dir = root / "eval"
+    ev = exp.evaluate
+
+    def do_evaluate():
+        config = EvalConfig(
+            models=_models_to_evaluate(exp, trained),
+            datasets=ev.datasets,
+            limit=ev.limit,
+            sampling=SamplingConfig(temperatures=ev.temperatures, samples=ev.samples, top_p=ev.top_p,
+                                    max_new_tokens=ev.max_new_tokens,
+                                    max_new_tokens_per_dataset=ev.max_new_tokens_per_dataset, seed=ev.seed),
+            prompt=PromptConfig(math500_boxed=ev.math500_boxed),
+            backend=BackendConfig(name=ev.backend, batch_size=ev.batch_size, dtype=ev.dtype, device=ev.device),
+        )
+        return run_evaluate(config, eval_dir, command=f"pipeline {exp.name}: evaluate")
+
+    results = stage("evaluate", do_evaluate)
+    out["eval_run"] = eval_dir
+    out["results"] = results
+
+    if exp.judge is not None:
+        jd = exp.judge
+
+        def do_judge():
+            from pspo_eval.judge.run import judge_run
+            from pspo_eval.store import RunStore
+
+            with RunStore(eval_dir).locked(f"pipeline {exp.name}: judge"):
+                summaries = [judge_run(eval_dir, jd.judges, jd.rubric, per_dataset=jd.per_dataset, repeats=jd.repeats,
+                                       concurrency=jd.concurrency, timeout=jd.timeout, max_tokens=jd.max_tokens,
+                                       api_key_env=jd.api_key_env)]
+                if jd.pairwise_rubric:
+                    summaries.append(judge_run(eval_dir, jd.judges, jd.pairwise_rubric, per_dataset=jd.per_dataset,
+                                               concurrency=jd.concurrency, timeout=jd.timeout, max_tokens=jd.max_tokens,
+                                               pairwise_baseline=exp.base_label, api_key_env=jd.api_key_env))
+            return summaries
+
+        stage("judge", do_judge)
+
+    if exp.report is not None:
+        rp = exp.report
+
+        def do_report():
+            from pspo_eval.report.build import make_report
+
+            return make_report([eval_dir], rp.out, train=[str(p) for p in trained.values()],
+                               baseline=rp.baseline, title=rp.title or exp.name)
+
+        result = stage("report", do_report)
+        if result is not None:
+            out["report"] = result
+    log(f"pipeline {exp.name}: finished ({root})")
+    return out
+
+
+def pipeline(
+    config: Path = typer.Option(..., "--config", "-c", help="Experiment file, e.g. experiments/demo.yaml."),
+    stage: list[str] = typer.Option([], "--stage", help="Run only these stages (train, evaluate, judge, report). Repeatable."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Less progress output."),
+) -> None:
+    """Train → evaluate → judge → report from one experiment file (reruns redo only what changed)."""
+    from pspo_eval.console import out_console
+    from pspo_eval.metrics import results_table
+
+    bad = [s for s in stage if s not in {"train", "evaluate", "judge", "report"}]
+    if bad:
+        raise PspoError(f"unknown stage {bad[0]!r}", "stages: train, evaluate, judge, report")
+    out = run_pipeline(config, stages=stage or None, verbose=not quiet)
+    if out.get("results"):
+        out_console.print(results_table(out["results"], title="accuracy (greedy)"))
+    if out.get("report") is not None:
+        out_console.print(f"report: {out['report'].index}")
+
+
+def demo(
+    config: Path = typer.Option(Path("experiments/demo.yaml"), "--config", "-c", help="The demo experiment file."),
+) -> None:
+    """The CPU demo: short GR-PSPO and GRPO-clip runs of the demo model, evaluation, judging, report."""
+    from pspo_eval.console import out_console
+    from pspo_eval.paths import REPO_DIR
+
+    path = config if config.exists() else REPO_DIR / config
+    out = run_pipeline(path)
+    if out.get("report") is not None:
+        report = out["report"]
+        md = (report.out / "report.md")
+        out_console.print(f"\nHTML report: {report.index.resolve()}")
+        if md.exists():
+            text = md.read_text(encoding="utf-8")
+            start = text.find("## ")
+            end = text.find("\n## ", start + 3)
+            out_console.print(text[start:end if end > 0 else None].strip())

@@ -1,0 +1,225 @@
+"""Judge tables for the report, from :func:`pspo_eval.judge.aggregate.aggregate` over each run's judgments.
+
+The aggregation (means with bootstrap CIs, flag rates, win/tie/loss, Bradley–Terry, agreement) is
+the judge subsystem's; this module only lays it out: criterion × model means, flag rates, pairwise
+results against the judged baseline with Bradley–Terry scores, agreement between judges, and the
+count of every typed failure (a failure is counted, never scored).
+
+Model labels are mapped to the report's display names (``base (run1)`` when a label occurs in
+several runs), and judgments of several runs are shown side by side as separate row groups.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from pspo_eval.report.load import Collection
+from pspo_eval.report.tables import DASH, Cell, Table, num, pct
+
+FAILURES = ("parse_error", "refusal", "truncated", "api_error")
+
+
+@dataclass
+class JudgeSection:
+    tables: list[Table] = field(default_factory=list)
+    judges: list[dict[str, Any]] = field(default_factory=list)  # provenance: judge, rubric, version, hash
+    scores: list[dict[str, Any]] = field(default_factory=list)  # for the plot: model, criterion, mean, ci
+    scales: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (judge, rubric) -> score range
+    frames: dict[str, Any] = field(default_factory=dict)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
+
+
+def judge_section(coll: Collection, *, n_boot: int = 2000, bt_boot: int = 500, seed: int = 0) -> JudgeSection | None:
+    """All judge tables for the runs that hold judgments, or None when none does."""
+    import pandas as pd
+
+    from pspo_eval.judge.aggregate import aggregate, load_judgments
+
+    frames = []
+    for index, run in enumerate(coll.runs):
+        if not (run.path / "judgments").is_dir():
+            continue
+        frame = load_judgments(run.path)
+        if frame.empty:
+            continue
+        names = {m.label: m.name for m in coll.models if m.run_index == index}
+        frame = frame.copy()
+        frame["model"] = frame["model"].map(lambda x, n=names: n.get(x, x))
+        frame["baseline"] = frame["baseline"].map(lambda x, n=names: n.get(x, x) if isinstance(x, str) else None)
+        frame["run"] = run.name
+        frames.append(frame)
+    if not frames:
+        return None
+    frame = pd.concat(frames, ignore_index=True)
+    agg = aggregate(frame, n_boot=n_boot, bt_boot=bt_boot, seed=seed)
+    section = JudgeSection(frames=agg.tables())
+    model_order = [m.name for m in coll.models]
+
+    def models_of(df) -> list[str]:
+        present = list(dict.fromkeys(df["model"]))
+        return [m for m in model_order if m in present] + [m for m in present if m not in model_order]
+
+    # Provenance: every (judge, rubric, version, hash) seen.
+    for column in ("rubric_version", "rubric_hash", "structured"):
+        if column not in frame.columns:
+            frame[column] = None
+    keys = frame[["judge", "rubric", "rubric_version", "rubric_hash"]].astype(str)
+    for (judge, rubric, version, rhash), group in frame.groupby([keys[c] for c in keys.columns], sort=True):
+        section.judges.append({"judge": judge, "rubric": rubric, "rubric_version": version, "rubric_hash": rhash,
+                               "items": int(len(group)),
+                               "structured": sorted({s for s in group["structured"] if isinstance(s, str)})})
+
+    for (judge, rubric), group in frame.groupby(["judge", "rubric"], sort=True):
+        for scale in group["scale"]:
+            if isinstance(scale, dict) and scale:
+                section.scales[(judge, rubric)] = (min(v[0] for v in scale.values()), max(v[1] for v in scale.values()))
+                break
+
+    # Outcomes: every typed failure counted.
+    outcomes = agg.outcomes
+    if not outcomes.empty:
+        rows, records = [], []
+        for _, r in outcomes.iterrows():
+            failures = sum(int(r[f]) for f in FAILURES)
+            rows.append([Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["model"])), Cell(str(int(r["n"]))),
+                         Cell(str(int(r["ok"])))] + [Cell(str(int(r[f])) if int(r[f]) else "0") for f in FAILURES]
+                        + [Cell(str(failures), bold=failures > 0)])
+            records.append({k: _clean(v) for k, v in r.items()} | {"failures": failures})
+        section.tables.append(Table(
+            "judge_outcomes", "Judge outcomes (typed failures)",
+            ["Judge", "Rubric", "Model", "Items", "ok", "parse error", "refusal", "truncated", "API error", "Failures"],
+            rows, "Every judged item ends in exactly one outcome; only ok items are scored.",
+            align=["l", "l", "l"] + ["r"] * 7, records=records))
+
+    # Criterion × model means.
+    scores = agg.scores
+    if not scores.empty:
+        models = models_of(scores)
+        rows, groups, records = [], {}, []
+        for (judge, rubric), block in scores.groupby(["judge", "rubric"], sort=True):
+            groups[len(rows)] = f"{judge} · {rubric}"
+            for criterion in list(dict.fromkeys(block["criterion"])):
+                row = [Cell(str(criterion).replace("_", " "))]
+                sub = block[block["criterion"] == criterion]
+                best = sub["mean"].max()
+                for model in models:
+                    hit = sub[sub["model"] == model]
+                    if hit.empty:
+                        row.append(Cell(DASH))
+                        continue
+                    h = hit.iloc[0]
+                    row.append(Cell(num(h["mean"]), f"{h['ci_low']:.2f}–{h['ci_high']:.2f}",
+                                    bold=len(models) > 1 and h["mean"] == best, title=f"n={int(h['n'])} items"))
+                    section.scores.append({"judge": judge, "rubric": rubric, "criterion": criterion, "model": model,
+                                           "mean": float(h["mean"]), "ci_low": float(h["ci_low"]),
+                                           "ci_high": float(h["ci_high"]), "n": int(h["n"])})
+                rows.append(row)
+            records += [{k: _clean(v) for k, v in r.items()} for _, r in block.iterrows()]
+        section.tables.append(Table(
+            "judge_scores", "Judge scores: criterion × model", ["Criterion"] + models, rows,
+            "Mean score over judged items (repeats averaged per item first) with a percentile-bootstrap 95% CI "
+            "over items; best per criterion in bold.", groups=groups, records=records))
+
+    # Flag rates.
+    flags = agg.flags
+    if not flags.empty:
+        models = models_of(flags)
+        rows, groups, records = [], {}, []
+        for (judge, rubric), block in flags.groupby(["judge", "rubric"], sort=True):
+            groups[len(rows)] = f"{judge} · {rubric}"
+            for flag in list(dict.fromkeys(block["flag"])):
+                sub = block[block["flag"] == flag]
+                source = sub.iloc[0]["source"]
+                row = [Cell(str(flag).replace("_", " ") + (" (detector)" if source == "tool" else ""))]
+                for model in models:
+                    hit = sub[sub["model"] == model]
+                    if hit.empty or not hit.iloc[0]["n"]:
+                        row.append(Cell(DASH))
+                        continue
+                    h = hit.iloc[0]
+                    row.append(Cell(pct(h["rate"]), f"{int(h['count'])}/{int(h['n'])}", shade=float(h["rate"])))
+                rows.append(row)
+            records += [{k: _clean(v) for k, v in r.items()} for _, r in block.iterrows()]
+        section.tables.append(Table(
+            "judge_flags", "Judge flags: rate among judged items (%)", ["Flag"] + models, rows,
+            "Share of ok items the judge flagged (e.g. instruction leakage, verbosity); '(detector)' is the "
+            "tool's own prompt-injection detector over all items.", groups=groups, records=records))
+
+    # Pairwise and Bradley–Terry.
+    pairwise = agg.pairwise
+    if not pairwise.empty:
+        bt = agg.bradley_terry
+        rows, records = [], []
+        for _, r in pairwise.iterrows():
+            hit = bt[(bt["judge"] == r["judge"]) & (bt["rubric"] == r["rubric"]) & (bt["criterion"] == r["criterion"])
+                     & (bt["model"] == r["model"])] if not bt.empty else bt
+            bt_text = Cell(DASH)
+            if hit is not None and not hit.empty:
+                h = hit.iloc[0]
+                bt_text = Cell(f"{h['score']:+.2f}", f"{h['ci_low']:+.2f} to {h['ci_high']:+.2f}")
+            rows.append([Cell(str(r["judge"])), Cell(str(r["model"])), Cell(str(r["baseline"])),
+                         Cell(str(r["criterion"]).replace("_", " ")), Cell(str(int(r["n"]))),
+                         Cell(f"{int(r['wins'])}–{int(r['ties'])}–{int(r['losses'])}"),
+                         Cell(pct(r["win_rate"]), bold=r["win_rate"] > 0.5), Cell(pct(r["flip_rate"])), bt_text])
+            records.append({k: _clean(v) for k, v in r.items()})
+        section.tables.append(Table(
+            "judge_pairwise", "Pairwise judgments against the baseline",
+            ["Judge", "Model", "vs", "Criterion", "n", "W–T–L", "Win rate %", "Flip rate %", "Bradley–Terry"],
+            rows, "Win rate counts a tie as half a win; a flip is a pair whose two presentation orders disagreed "
+            "(counted as a tie). Bradley–Terry strength in log-odds, relative to the mean of the compared models, "
+            "with a bootstrap 95% CI.", align=["l", "l", "l", "l"] + ["r"] * 5, records=records))
+        if not bt.empty:
+            section.tables.append(Table(
+                "judge_bradley_terry", "Bradley–Terry scores", ["Judge", "Rubric", "Criterion", "Model", "Score", "95% CI",
+                                                               "Comparisons"],
+                [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
+                  Cell(str(r["model"])), Cell(f"{r['score']:+.2f}"), Cell(f"{r['ci_low']:+.2f} to {r['ci_high']:+.2f}"),
+                  Cell(str(int(r["comparisons"])))] for _, r in bt.iterrows()],
+                "Log-odds strengths fitted to the pairwise outcomes (ties count half).",
+                align=["l", "l", "l", "l", "r", "r", "r"],
+                records=[{k: _clean(v) for k, v in r.items()} for _, r in bt.iterrows()]))
+
+    # Agreement between judges, and of each judge with itself.
+    agreement = agg.agreement
+    if not agreement.empty:
+        section.tables.append(Table(
+            "judge_agreement", "Agreement between judges",
+            ["Rubric", "Criterion", "Judges", "Items", "Cohen κ", "κ (quadratic)", "Krippendorff α"],
+            [[Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")), Cell(str(r["judges"])),
+              Cell(str(int(r["n_items"]))), Cell(num(r["kappa"])), Cell(num(r["kappa_quadratic"])),
+              Cell(num(r["alpha"]))] for _, r in agreement.iterrows()],
+            "Cohen's κ (unweighted and quadratic-weighted) per pair of judges and Krippendorff's α (ordinal), "
+            "on the first ok repeat of each item.", align=["l", "l", "l", "r", "r", "r", "r"],
+            records=[{k: _clean(v) for k, v in r.items()} for _, r in agreement.iterrows()]))
+    consistency = agg.self_consistency
+    if not consistency.empty:
+        section.tables.append(Table(
+            "judge_self_consistency", "Judge self-consistency (repeats)",
+            ["Judge", "Rubric", "Criterion", "Items", "Exact agreement %", "Mean SD", "Krippendorff α"],
+            [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
+              Cell(str(int(r["n_items"]))), Cell(pct(r["agreement"])), Cell(num(r["mean_std"])), Cell(num(r["alpha"]))]
+             for _, r in consistency.iterrows()],
+            "Agreement of a judge with itself when asked the same item several times.",
+            align=["l", "l", "l", "r", "r", "r", "r"],
+            records=[{k: _clean(v) for k, v in r.items()} for _, r in consistency.iterrows()]))
+    contradictions = agg.contradictions
+    if not contradictions.empty:
+        counts = contradictions.groupby(["judge", "rubric", "model", "kind"]).size().reset_index(name="items")
+        section.tables.append(Table(
+            "judge_contradictions", "Judge vs grader contradictions",
+            ["Judge", "Rubric", "Model", "Kind", "Items"],
+            [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["model"])), Cell(str(r["kind"])),
+              Cell(str(int(r["items"])))] for _, r in counts.iterrows()],
+            "Items where the judge's soundness score contradicts the grader's verdict on the final answer "
+            "(listed one by one in the CSV).", align=["l", "l", "l", "l", "r"],
+            records=[{k: _clean(v) for k, v in r.items()} for _, r in contradictions.iterrows()]))
+    return section
