@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -116,9 +117,9 @@ class EvalConfig(BaseModel):
     dataset_file: str | None = None
     limit: int | None = Field(None, ge=1)
     shard: tuple[int, int] | None = None  # (i, n), 1-based
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    prompt: PromptConfig = Field(default_factory=PromptConfig)
-    backend: BackendConfig = Field(default_factory=BackendConfig)
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig())
+    prompt: PromptConfig = Field(default_factory=lambda: PromptConfig())
+    backend: BackendConfig = Field(default_factory=lambda: BackendConfig())
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:
@@ -312,7 +313,7 @@ def run_evaluate(
     *,
     command: str = "evaluate",
     on_progress: Callable[[str, int, int], None] | None = None,
-    backend_factory: Callable[[ModelSpec], object] | None = None,
+    backend_factory: Callable[[ModelSpec], Any] | None = None,
 ) -> dict:
     """Generate and grade every missing sample, then write ``results.json``; returns the results."""
     from pspo_eval.console import log, progress
@@ -327,7 +328,7 @@ def run_evaluate(
         works, total, done = plan(config, store, problems)
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         manifest = store.read_manifest()
-        checksums = {}
+        checksums: dict[str, str | None] = {}
         for name in problems:
             try:
                 checksums[name] = dataset_checksum(name) if config.source == "local" and not (
@@ -401,11 +402,11 @@ def run_evaluate(
         from pspo_eval.store import atomic_write_json
 
         atomic_write_json(store.root / "results.json", results)
-        failed = [w for w in works if w.failed]
-        if failed:
-            n = sum(w.failed for w in failed)
+        failed_works = [w for w in works if w.failed]
+        if failed_works:
+            n = sum(w.failed for w in failed_works)
             raise PspoError(
-                f"{n} samples could not be generated (last error: {failed[-1].last_error}); "
+                f"{n} samples could not be generated (last error: {failed_works[-1].last_error}); "
                 f"results.json covers the {sum(r['samples'] for r in results['rows'])} stored samples",
                 "rerun the same command to retry the missing ones",
             )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -30,7 +30,8 @@ from pspo_eval.errors import PspoError
 class TrainStage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    config: str = Field(description="Training config file or preset (e.g. demo-cpu, paper/qwen2.5-0.5b-pspo).")
+    config: str | None = Field(None, description="Training config file or preset used for every objective (e.g. demo-cpu).")
+    configs: dict[str, str] = Field(default_factory=dict, description="Per-objective config (e.g. the paper presets); overrides `config`.")
     objectives: list[str] = Field(default_factory=lambda: ["pspo", "clip"], description="One run per objective.")
     set: list[str] = Field(default_factory=list, description="--set overrides applied to every run.")
     set_per_objective: dict[str, list[str]] = Field(default_factory=dict, description="Extra overrides per objective.")
@@ -131,7 +132,7 @@ class _State:
         atomic_write_json(self.path, self.data)
 
 
-def _train_dirs(exp: Experiment, root: Path) -> dict[str, tuple[Path, object]]:
+def _train_dirs(exp: Experiment, root: Path) -> dict[str, tuple[Path, Any]]:
     """objective -> (run directory, resolved TrainConfig)."""
     from pspo_eval.train.config import config_hash, load_config
 
@@ -139,7 +140,10 @@ def _train_dirs(exp: Experiment, root: Path) -> dict[str, tuple[Path, object]]:
     assert exp.train is not None
     for objective in exp.train.objectives:
         sets = [f"model.path={exp.base_model}", *exp.train.set, *exp.train.set_per_objective.get(objective, [])]
-        cfg = load_config(exp.train.config, overrides=sets, objective=objective)
+        source = exp.train.configs.get(objective) or exp.train.config
+        if source is None:
+            raise PspoError(f"train: no config for objective '{objective}'", "give train.config or train.configs.<objective>")
+        cfg = load_config(source, overrides=sets, objective=objective)
         out[objective] = (root / "train" / f"{objective}-{config_hash(cfg)[:8]}", cfg)
     return out
 

@@ -80,3 +80,5 @@ class Sample(BaseModel):
     timed_out: bool = False
     category: str | None = None
     level: str | None = None
+    gen_seconds: float = Field(0.0, description="This sample's share of its batch's generation wall time.")
+    step: int | None = Field(None, description="Training step of the checkpoint, when known.")

@@ -77,7 +77,12 @@ def test_demo_model_replies_end_as_repaired_verdicts_or_typed_failures(tmp_path,
 
 
 def test_local_judge_runs_the_command_end_to_end_and_reruns_free(tmp_path, capfd):
-    from pspo_eval.cli import main
+    from pspo_eval.cli import main as cli_main
+
+    def main(args):  # the console entry point always ends in SystemExit; 0 is success
+        with pytest.raises(SystemExit) as done:
+            cli_main(args)
+        assert done.value.code in (0, None)
 
     run = make_run(tmp_path / "run", [sample("smollm2", "p0", "Tom has 3 + 4 = 7 apples.\n#### 7")])
     args = ["judge", "--run", str(run), "--judge", "local", "--rubric", "rubrics/math_response_quality.yaml",

@@ -238,6 +238,7 @@ def test_metrics_have_every_field(tiny, tmp_path, objective):
 
 
 def _count_forwards(trainer):
+    """Calls of the policy's forward (the shared-prefix pass is two calls: prefix, then the rest)."""
     calls = []
     trainer.policy.register_forward_pre_hook(lambda module, args, kwargs: calls.append(1), with_kwargs=True)
     return calls
@@ -249,9 +250,11 @@ def test_no_extra_forward_pass_for_old_logprobs(tiny, tmp_path, mu, steps, expec
 
     μ = 1: old_logp = logp.detach(). μ = 2: the first iteration's log-probs are the old ones (TRL
     spends an extra no-grad pass per rollout on them: 12 forwards for the μ = 2 case here).
+    (Plain passes counted; the shared-prefix pass splits each into two calls, tested elsewhere.)
     """
     cfg = cfg_for(tiny, train={"num_iterations": mu, "max_steps": steps})
     trainer = Trainer(cfg, tmp_path, verbose=False)
+    trainer.share_prefix = False
     assert trainer.generator.kind == "fast"  # sampling does not go through model.forward
     calls = _count_forwards(trainer)
     trainer.run()
@@ -303,9 +306,11 @@ def _grads(trainer, batch):
     return {n: p.grad.detach().clone() for n, p in trainer.policy.named_parameters()}
 
 
-def test_padded_tokens_get_zero_gradient(tiny, tmp_path):
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_padded_tokens_get_zero_gradient(tiny, tmp_path, share_prefix):
     cfg = cfg_for(tiny, train={"num_iterations": 1})
     trainer = Trainer(cfg, tmp_path, verbose=False)
+    trainer.share_prefix = share_prefix
     batch = trainer.make_rollout(0)
     # Completions that stopped early (padding after them), an extra left-padding column, and
     # advantages of both signs on every completion.
@@ -329,6 +334,31 @@ def test_padded_tokens_get_zero_gradient(tiny, tmp_path):
     embed = after["model.embed_tokens.weight"]
     assert torch.count_nonzero(embed[marker]) == 0  # the padding token's embedding gets no gradient
     assert torch.count_nonzero(embed[batch.completion_ids[0, 0]]) > 0
+
+
+def test_shared_prefix_pass_matches_the_plain_pass(tiny, tmp_path):
+    """The system prompt + template header is computed once per micro-batch: same log-probs and gradients."""
+    from pspo_eval.train.loop import MIN_SHARED_PREFIX, shared_prefix_length
+
+    trainer = Trainer(cfg_for(tiny, train={"num_iterations": 1}), tmp_path, verbose=False)
+    batch = trainer.make_rollout(0)
+    batch.completion_mask[2, 4:] = 0
+    batch.advantages = torch.linspace(-1.0, 1.0, len(batch))
+    assert shared_prefix_length(batch.prompt_ids, batch.prompt_mask) >= MIN_SHARED_PREFIX
+    calls = _count_forwards(trainer)
+    shared = _grads(trainer, batch)
+    assert len(calls) == 4  # prefix + rest, for each of the 2 micro-batches
+    trainer.share_prefix = False
+    plain = _grads(trainer, batch)
+    for name in plain:
+        torch.testing.assert_close(shared[name], plain[name], rtol=1e-4, atol=1e-6)
+    mask = batch.completion_mask.bool()
+    args = (batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask, 0.8)
+    with torch.no_grad():
+        a, ea = completion_logprobs(trainer.policy, *args, share_prefix=True)
+        b, eb = completion_logprobs(trainer.policy, *args, share_prefix=False)
+    torch.testing.assert_close(a[mask], b[mask], rtol=0, atol=1e-4)
+    torch.testing.assert_close(ea[mask], eb[mask], rtol=0, atol=1e-4)
 
 
 def test_micro_batch_split_does_not_change_the_gradient(tiny, tmp_path):

@@ -163,6 +163,8 @@ def resolve_datasets(
             continue
         if item.lower() == "all":
             candidates = list(EVAL_DATASETS)
+        elif dataset_file is not None and item == Path(dataset_file).stem:
+            continue  # the file's own name; added below
         else:
             key = canonical_name(item)
             if key is None:

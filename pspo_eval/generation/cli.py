@@ -29,7 +29,7 @@ def _per_dataset(values: list[str]) -> dict[str, int]:
 def evaluate(
     model: list[str] = typer.Option([], "--model", "-m", help="NAME=PATH or PATH: a model directory, checkpoint, hub id or 'smollm2-135m-instruct'. Repeatable."),
     checkpoints: list[Path] = typer.Option([], "--checkpoints", help="A training output directory: evaluates every checkpoint-N in step order (and its final model). Repeatable."),
-    datasets: str = typer.Option("gsm8k", "--datasets", "-d", help="Comma-separated: gsm8k, svamp, asdiv, math500, gsm8k_train, or 'all'."),
+    datasets: str = typer.Option(None, "--datasets", "-d", help="Comma-separated: gsm8k, svamp, asdiv, math500, gsm8k_train, or 'all' (default gsm8k, or only the --dataset-file)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; rerunning resumes it)."),
     source: str = typer.Option("local", "--source", help="local (bundled files) or hub (Hugging Face hub)."),
     dataset_file: Path | None = typer.Option(None, "--dataset-file", help="Your own JSONL with question/answer; its file stem becomes a dataset name."),
@@ -99,7 +99,8 @@ def evaluate(
     try:
         config = EvalConfig(
             models=specs,
-            datasets=resolve_datasets(datasets, source=source, dataset_file=str(dataset_file) if dataset_file else None),
+            datasets=resolve_datasets(datasets if datasets is not None else ("" if dataset_file else "gsm8k"),
+                                      source=source, dataset_file=str(dataset_file) if dataset_file else None),
             source=source,
             dataset_file=str(dataset_file) if dataset_file else None,
             limit=limit,
@@ -131,7 +132,8 @@ def evaluate(
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise PspoError(f"invalid option {where}: {err['msg']}", "see pspo-eval evaluate --help") from None
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise PspoError(f"invalid option {where}: {message}", "see pspo-eval evaluate --help") from None
     if backend not in {"hf", "vllm", "openai"}:
         raise PspoError(f"unknown backend '{backend}'", "use hf, vllm or openai")
     if backend == "openai" and not (base_url and api_model):

@@ -105,8 +105,8 @@ class FastDecoder:
                         in_norm=block.input_layernorm.weight,
                         wqkv=wqkv,
                         bqkv=bqkv,
-                        q_norm=getattr(att, "q_norm", None).weight if hasattr(att, "q_norm") else None,
-                        k_norm=getattr(att, "k_norm", None).weight if hasattr(att, "k_norm") else None,
+                        q_norm=att.q_norm.weight if hasattr(att, "q_norm") else None,  # Qwen3
+                        k_norm=att.k_norm.weight if hasattr(att, "k_norm") else None,
                         wo=att.o_proj.weight,
                         post_norm=block.post_attention_layernorm.weight,
                         w_gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight], 0).contiguous(),
@@ -149,7 +149,7 @@ class FastDecoder:
             q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
             q = q.view(B, T, H, D)
             k = k.view(B, T, KV, D)
-            if layer.q_norm is not None:
+            if layer.q_norm is not None and layer.k_norm is not None:
                 q = self._rms(q, layer.q_norm)
                 k = self._rms(k, layer.k_norm)
             q = self._rope(q.transpose(1, 2), cos, sin)
@@ -243,14 +243,14 @@ class FastDecoder:
         ids = torch.zeros(B, Ts, dtype=torch.long, device=dev)
         for r, p in enumerate(prompts):
             ids[r, Ts - (len(p) - L) :] = torch.tensor(list(p[L:]), dtype=torch.long)
-        j = torch.arange(Ts, device=dev)
-        positions = (L + j[None, :] - pad[:, None]).clamp(min=0)
+        qcol = torch.arange(Ts, device=dev)  # query index within the per-row part
+        positions = (L + qcol[None, :] - pad[:, None]).clamp(min=0)
         cols = torch.arange(T, device=dev)
         key_ok = (cols[None, :] < L) | (cols[None, :] >= L + pad[:, None])  # [B, T]
-        causal = cols[None, :] <= (L + j)[:, None]  # [Ts (query), T (key)]
+        causal = cols[None, :] <= (L + qcol)[:, None]  # [Ts (query), T (key)]
         mask = causal[None] & key_ok[:, None, :]
         # Padding queries also see themselves, so no row of the softmax is empty (no NaN).
-        mask = mask | (cols[None, :] == (L + j)[:, None])[None]
+        mask = mask | (cols[None, :] == (L + qcol)[:, None])[None]
         hidden = self._forward(ids, positions, cache, L, mask[:, None])
         logits = self._logits(hidden[:, -1])
 

@@ -70,7 +70,7 @@ def load_model(ref: str, *, dtype: str = "auto", device: str = "auto", trust_rem
             f"could not load model '{ref}': {first}",
             "give a directory with config.json and *.safetensors, or a hub id reachable from here",
         ) from exc
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer, model, path

@@ -168,7 +168,8 @@ class MetricsLog:
                 self.path.unlink()
         elif self.path.exists():
             kept = [r for r in shard.read() if int(r.get("step", 0)) <= keep_through]
-            atomic_write_text(self.path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept))
+            text = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in kept)
+            atomic_write_text(self.path, text)
             self.records = kept
         self.shard = Shard(self.path, key_field="step")
         for sink in report_to:
