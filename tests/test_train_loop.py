@@ -250,7 +250,7 @@ def test_no_extra_forward_pass_for_old_logprobs(tiny, tmp_path, mu, steps, expec
 
     μ = 1: old_logp = logp.detach(). μ = 2: the first iteration's log-probs are the old ones (TRL
     spends an extra no-grad pass per rollout on them: 12 forwards for the μ = 2 case here).
-    (Plain passes counted; the shared-prefix pass splits each into two calls, tested elsewhere.)
+    (Plain passes counted; the prompt-sharing pass splits each into three calls, tested elsewhere.)
     """
     cfg = cfg_for(tiny, train={"num_iterations": mu, "max_steps": steps})
     trainer = Trainer(cfg, tmp_path, verbose=False)
@@ -336,18 +336,23 @@ def test_padded_tokens_get_zero_gradient(tiny, tmp_path, share_prefix):
     assert torch.count_nonzero(embed[batch.completion_ids[0, 0]]) > 0
 
 
-def test_shared_prefix_pass_matches_the_plain_pass(tiny, tmp_path):
-    """The system prompt + template header is computed once per micro-batch: same log-probs and gradients."""
+def test_prompt_sharing_pass_matches_the_plain_pass(tiny, tmp_path):
+    """Common prefix once, each distinct prompt once, then the completions: same log-probs and gradients."""
     from pspo_eval.train.loop import MIN_SHARED_PREFIX, shared_prefix_length
 
-    trainer = Trainer(cfg_for(tiny, train={"num_iterations": 1}), tmp_path, verbose=False)
+    trainer = Trainer(cfg_for(tiny, train={"num_iterations": 1, "micro_batch_size": 8}), tmp_path, verbose=False)
     batch = trainer.make_rollout(0)
     batch.completion_mask[2, 4:] = 0
     batch.advantages = torch.linspace(-1.0, 1.0, len(batch))
     assert shared_prefix_length(batch.prompt_ids, batch.prompt_mask) >= MIN_SHARED_PREFIX
     calls = _count_forwards(trainer)
     shared = _grads(trainer, batch)
-    assert len(calls) == 4  # prefix + rest, for each of the 2 micro-batches
+    assert len(calls) == 3  # the common prefix (1 row), the 2 distinct prompts, the 8 completions
+    # micro-batches hold whole groups (a prompt's completions together)
+    for idx in batch.micro_batches(4):
+        assert len({batch.problem_ids[i] for i in idx.tolist()}) == 1
+    again = _grads(trainer, batch)
+    assert all(torch.equal(shared[name], again[name]) for name in shared)  # deterministic, bitwise
     trainer.share_prefix = False
     plain = _grads(trainer, batch)
     for name in plain:
@@ -359,6 +364,30 @@ def test_shared_prefix_pass_matches_the_plain_pass(tiny, tmp_path):
         b, eb = completion_logprobs(trainer.policy, *args, share_prefix=False)
     torch.testing.assert_close(a[mask], b[mask], rtol=0, atol=1e-4)
     torch.testing.assert_close(ea[mask], eb[mask], rtol=0, atol=1e-4)
+
+
+def test_gradient_checkpointing_gives_the_same_gradient(tiny, tmp_path):
+    plain = Trainer(cfg_for(tiny, train={"num_iterations": 1}), tmp_path / "a", verbose=False)
+    batch = plain.make_rollout(0)
+    batch.advantages = torch.linspace(-1.0, 1.0, len(batch))
+    expected = _grads(plain, batch)
+    checkpointed = Trainer(
+        cfg_for(tiny, train={"num_iterations": 1}, model={"gradient_checkpointing": True}), tmp_path / "b", verbose=False
+    )
+    assert checkpointed.policy.is_gradient_checkpointing and not checkpointed.share_prefix
+    got = _grads(checkpointed, batch)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-6)
+
+
+def test_a_metrics_sink_that_is_not_installed_is_a_one_line_error(tiny, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    with pytest.raises(PspoError, match="pip install tensorboard") as err:
+        Trainer(cfg_for(tiny, logging={"report_to": ["tensorboard"]}), tmp_path, verbose=False)
+    assert "\n" not in err.value.one_line()
 
 
 def test_micro_batch_split_does_not_change_the_gradient(tiny, tmp_path):
@@ -567,3 +596,42 @@ def test_mean_reward_rises_on_the_demo_model(tiny, tmp_path, objective):
     early, late = rewards[0], sum(rewards[-2:]) / 2
     print(f"{objective}: reward per rollout {[round(r, 3) for r in rewards]} in {seconds:.0f}s")
     assert late >= early + 0.3 and late >= 0.5, rewards
+
+
+@pytest.mark.slow
+def test_two_processes_through_accelerate_match_one(tiny, tmp_path):
+    """`accelerate launch -m pspo_eval train` with 2 processes on CPU (gloo): each samples half of
+    every rollout, DDP averages; the result is the single-process run up to float rounding."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from pspo_eval.train.config import dump_config
+
+    if shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None:
+        pytest.skip("accelerate is not installed")
+    cfg = cfg_for(tiny, train={"max_steps": 3, "micro_batch_size": 2}, checkpoint={"save_every": 1, "save_final": True})
+    path = tmp_path / "cfg.yaml"
+    path.write_text(dump_config(cfg))
+    env = {**os.environ, "PYTHONPATH": str(tiny[0]), "PSPO_EVAL_QUIET": "1"}
+    # `--multi_gpu` is accelerate's torchrun-style launcher; on a CPU-only machine the trainer then
+    # sets accelerate up with cpu=True (gloo). (`--cpu --num_processes 2` starts one process.)
+    launch = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--multi_gpu",
+              "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    args = ["-m", "pspo_eval", "train", "--config", str(path), "--out", str(tmp_path / "two")]
+    done = subprocess.run(launch + args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    Trainer(cfg, tmp_path / "one", verbose=False).run()
+    a = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+    state = json.loads((tmp_path / "two" / "checkpoint-1" / "trainer" / "state.json").read_text())
+    assert state["world_size"] == 2 and state["mid_rollout"] is True
+    assert {p.name for p in (tmp_path / "two" / "checkpoint-1" / "trainer").glob("rollout-rank*")} == {
+        "rollout-rank0.safetensors", "rollout-rank1.safetensors",
+    }
+    assert [r["step"] for r in read_metrics(tmp_path / "two")] == [1, 2, 3]

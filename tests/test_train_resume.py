@@ -162,3 +162,14 @@ def test_resume_config_rules(tiny, tmp_path):
         resolve_run_config(out, config=str(other), objective=None, overrides=[], max_steps=None, resume=True)
     longer, _ = resolve_run_config(out, config=None, objective=None, overrides=[], max_steps=8, resume=True)
     assert longer.train.max_steps == 8
+
+
+def test_resume_with_a_longer_run_follows_the_new_schedule(tiny, tmp_path):
+    cfg = _config(tiny, save_every=2)  # 6 steps, linear decay after 1 warmup step
+    Trainer(cfg, tmp_path, verbose=False).run()
+    longer = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 10})})
+    Trainer(longer, tmp_path, resume=True, verbose=False).run()
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == list(range(1, 11))
+    # step 7 is the 7th update of a 10-step schedule: lr = peak * (1 - (6 - 1) / (10 - 1))
+    assert records[6]["lr"] == pytest.approx(3e-3 * (1 - 5 / 9))

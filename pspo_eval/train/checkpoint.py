@@ -25,7 +25,7 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -121,7 +121,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         raise
 
 
-def prune_checkpoints(out: Path, keep_last: int | None, protect: set[int] = frozenset()) -> list[int]:
+def prune_checkpoints(out: Path, keep_last: int | None, protect: Collection[int] = frozenset()) -> list[int]:
     """Delete all but the newest ``keep_last`` checkpoints (never those in ``protect``). Returns steps removed."""
     if keep_last is None:
         return []
@@ -196,8 +196,8 @@ def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"torch_cuda_{i}"] = s
     py = random.getstate()
-    np_state = np.random.get_state()
-    data = {
+    np_state: Any = np.random.get_state()
+    data: dict[str, Any] = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
     }

@@ -23,10 +23,10 @@ def resolve_run_config(
     """The config to train with, and the checkpoint a resume starts from (or None).
 
     Fresh run: ``--config`` with ``--objective`` / ``--set`` / ``--max-steps`` on top. Resume: the
-    latest checkpoint's saved ``config.yaml`` with those options on top; a ``--config`` given as
-    well must resolve to the same config (same hash), so a typo cannot silently change a run.
+    latest checkpoint's saved ``config.yaml`` with those options on top (the trainer warns when
+    they change it); a ``--config`` given as well must resolve to the same config (same hash), so a
+    typo cannot silently change a run.
     """
-    from pspo_eval.console import warn
     from pspo_eval.train.checkpoint import latest_checkpoint
     from pspo_eval.train.config import config_hash, load_config
 
@@ -40,7 +40,6 @@ def resolve_run_config(
             raise PspoError("no config given", hint)
         return load_config(config, overrides=sets, objective=objective), None
     step, path = found
-    saved = load_config(path / "config.yaml")
     cfg = load_config(path / "config.yaml", overrides=sets, objective=objective)
     if config is not None:
         given = load_config(config, overrides=sets, objective=objective)
@@ -50,21 +49,7 @@ def resolve_run_config(
                 "omit --config to continue with the saved config (change settings with --set), or use a new --out",
             )
         cfg = given
-    if config_hash(cfg) != config_hash(saved):
-        changed = _changed(saved.model_dump(mode="json"), cfg.model_dump(mode="json"))
-        warn(f"resuming with changed settings ({', '.join(changed[:6])}): not an exact continuation")
-    return cfg, path
-
-
-def _changed(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            out += _changed(x, y, f"{prefix}{key}.")
-        elif x != y:
-            out.append(f"{prefix}{key}: {x!r} -> {y!r}")
-    return out
+    return cfg, path  # the trainer warns when cfg differs from the checkpoint's config
 
 
 def train(

@@ -27,7 +27,13 @@ class Dist:
         self.device = device
         if self.world_size > 1:
             accelerate = require("accelerate", extra="multigpu", what="multi-process training")
-            self.accelerator = accelerate.Accelerator()
+            on_cpu = device is not None and device.type == "cpu"
+            self.accelerator = accelerate.Accelerator(cpu=on_cpu)  # cpu: gloo across processes
+            if self.accelerator.num_processes != self.world_size:
+                raise PspoError(
+                    f"WORLD_SIZE is {self.world_size} but accelerate set up {self.accelerator.num_processes} process(es)",
+                    "start the run with `accelerate launch` (or torchrun) and a working distributed backend",
+                )
             self.rank = self.accelerator.process_index
             self.device = self.accelerator.device
 

@@ -93,7 +93,7 @@ from pspo_eval.train.rollout import (
 # ---------------------------------------------------------------------------------------------------
 
 
-MIN_SHARED_PREFIX = 16  # tokens: below this, computing the shared prompt prefix once is not worth a call
+MIN_SHARED_PREFIX = 16  # tokens: below this, computing the common prompt prefix once is not worth a call
 
 
 def completion_logprobs(
@@ -110,55 +110,28 @@ def completion_logprobs(
     """Per-token log π(completion token) [B, Tc] at ``temperature``, and the entropy there (no grad).
 
     Prompts are left-padded and completions right-padded; positions count real tokens only, as in
-    sampling. Only the Tc + 1 logits that predict completion tokens are computed. Padded positions
-    hold finite garbage: callers mask them.
+    sampling. Padded positions hold finite garbage: callers mask them.
 
-    ``share_prefix``: the prompt tokens every row starts with (the system prompt and the chat
-    template's header: a third of a GSM8K prompt and completion) are run once, and their keys and
-    values (with their gradient path) are shared by all rows, instead of being recomputed per row.
-    Same numbers as the plain pass up to float rounding.
+    ``share_prefix``: prompt tokens are computed once however many rows share them, and their keys
+    and values (with their gradient path) are shared through the KV cache: the tokens every prompt
+    starts with (system prompt, chat-template header) once per call, then each distinct prompt
+    once for its G completions, then the completions. About a third of the tokens of a GSM8K
+    micro-batch instead of all of them; the same numbers as the plain pass up to float rounding.
     """
-    shared = shared_prefix_length(prompt_ids, prompt_mask) if share_prefix and prompt_ids.shape[0] > 1 else 0
-    width = completion_ids.shape[1]
-    attention = torch.cat([prompt_mask, completion_mask], dim=1)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    if shared >= MIN_SHARED_PREFIX:
-        # Row i's real prompt starts at column start_i: drop the shared tokens from every row (they
-        # become masked columns) and the first `shared` columns (now padding in every row).
-        start = prompt_ids.shape[1] - prompt_mask.sum(-1)
-        cols = torch.arange(prompt_ids.shape[1], device=prompt_ids.device)
-        in_prefix = (cols[None] >= start[:, None]) & (cols[None] < start[:, None] + shared)
-        rest_mask = (prompt_mask.bool() & ~in_prefix).to(prompt_mask.dtype)
-        prefix = prompt_ids[:1, int(start[0]) : int(start[0]) + shared]
-        head = model(
-            input_ids=prefix,
-            position_ids=torch.arange(shared, device=prefix.device)[None],
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = getattr(head, "cache", None)
-        if cache is None:  # transformers before the `cache` rename
-            cache = head.past_key_values
-        cache.batch_repeat_interleave(prompt_ids.shape[0])
-        ids = torch.cat([prompt_ids[:, shared:], completion_ids], dim=1)
-        attention = torch.cat(
-            [torch.ones_like(prompt_mask[:, :shared]), rest_mask[:, shared:], completion_mask], dim=1
-        )
-        out = model(
-            input_ids=ids,
-            attention_mask=attention,
-            position_ids=positions[:, shared:],
-            use_cache=True,
-            **{_cache_argument(model): cache},
-            logits_to_keep=width + 1,
-        )
+    if share_prefix and int(prompt_mask.sum(-1).min()) >= 2:
+        logits = _logits_sharing_prompts(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
     else:
-        ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention = torch.cat([prompt_mask, completion_mask], dim=1)
         out = model(
-            input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=False, logits_to_keep=width + 1
+            input_ids=torch.cat([prompt_ids, completion_ids], dim=1),
+            attention_mask=attention,
+            position_ids=(attention.cumsum(-1) - 1).clamp(min=0),
+            use_cache=False,
+            logits_to_keep=completion_ids.shape[1] + 1,
         )
+        logits = out.logits[:, :-1]
     # One fused log-softmax over the vocabulary (fewer passes over [B, Tc, V] than logsumexp + gather).
-    all_logp = torch.log_softmax(out.logits[:, :-1].float() / temperature, dim=-1)
+    all_logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     logp = all_logp.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
     entropy = None
     if with_entropy:
@@ -168,8 +141,78 @@ def completion_logprobs(
     return logp, entropy
 
 
+def _cache_of(output):
+    cache = getattr(output, "cache", None)
+    return output.past_key_values if cache is None else cache  # before transformers renamed it
+
+
+def _logits_sharing_prompts(model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> Tensor:
+    """Logits [B, Tc, V] predicting each completion token, each distinct prompt computed once.
+
+    Stage 0 (when long enough): the tokens all prompts start with, one row. Stage 1: the distinct
+    prompts' remaining tokens except their last, one row each, on top of stage 0's cache. Stage 2:
+    each row's last prompt token and its completion, on its prompt's cache rows (selected by
+    differentiable indexing: gradients add up over a group's rows). Only stage 2 produces logits:
+    the K/V cache is each earlier stage's only output, which keeps the backward pass deterministic.
+    """
+    cache_arg = _cache_argument(model)
+    rows = [tuple(prompt_ids[i][prompt_mask[i].bool()].tolist()) for i in range(prompt_ids.shape[0])]
+    first: dict[tuple, int] = {}
+    for i, key in enumerate(rows):
+        first.setdefault(key, i)
+    distinct = list(first.values())
+    row_to_prompt = torch.tensor([distinct.index(first[key]) for key in rows], device=prompt_ids.device)
+    index = torch.tensor(distinct, device=prompt_ids.device)
+    p_mask = prompt_mask[index]
+    lengths = p_mask.sum(-1)
+    width = int(lengths.max())
+    # All but the last prompt token go to the cache (stages 0 and 1).
+    p_ids, p_mask = prompt_ids[index][:, -width:-1], p_mask[:, -width:-1]
+    n, width = len(distinct), width - 1
+    positions = (p_mask.cumsum(-1) - 1).clamp(min=0)
+    shared = shared_prefix_length(p_ids, p_mask) if n > 1 else 0
+    cache = None
+    if shared >= MIN_SHARED_PREFIX:
+        start = width - p_mask.sum(-1)
+        prefix = p_ids[:1, int(start[0]) : int(start[0]) + shared]
+        head = model(input_ids=prefix, position_ids=positions[:1, int(start[0]) :][:, :shared], use_cache=True,
+                     logits_to_keep=1)
+        cache = _cache_of(head)
+        cache.batch_repeat_interleave(n)
+        # Each prompt's shared tokens become masked columns; the first `shared` columns (padding in
+        # every row now) are dropped.
+        cols = torch.arange(width, device=p_ids.device)
+        in_prefix = (cols[None] >= start[:, None]) & (cols[None] < start[:, None] + shared)
+        rest_mask = (p_mask.bool() & ~in_prefix).to(p_mask.dtype)[:, shared:]
+        cache_mask = torch.cat([torch.ones_like(p_mask[:, :shared]), rest_mask], dim=1)
+        p_ids, positions = p_ids[:, shared:], positions[:, shared:]
+        stage1_mask = cache_mask
+    else:
+        cache_mask = stage1_mask = p_mask
+    if p_ids.shape[1] > 0:
+        extra = {cache_arg: cache} if cache is not None else {}
+        stage1 = model(input_ids=p_ids, attention_mask=stage1_mask, position_ids=positions, use_cache=True,
+                       logits_to_keep=1, **extra)
+        cache = _cache_of(stage1)
+    assert cache is not None
+    cache.batch_select_indices(row_to_prompt)
+    last = prompt_ids[:, -1:]  # left padding: the last column is every row's last prompt token
+    prompt_len = prompt_mask.sum(-1)
+    stage2 = model(
+        input_ids=torch.cat([last, completion_ids], dim=1),
+        attention_mask=torch.cat([cache_mask[row_to_prompt], torch.ones_like(last), completion_mask], dim=1),
+        position_ids=(prompt_len - 1)[:, None] + torch.cat(
+            [torch.zeros_like(last), completion_mask.cumsum(-1).clamp(min=1)], dim=1
+        ),
+        use_cache=True,
+        logits_to_keep=completion_ids.shape[1] + 1,
+        **{cache_arg: cache},
+    )
+    return stage2.logits[:, :-1]
+
+
 @functools.lru_cache(maxsize=16)
-def _cache_argument_of(cls: type) -> str:
+def _cache_argument_of(cls: Any) -> str:
     params = inspect.signature(cls.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
@@ -179,7 +222,8 @@ def _cache_argument(model) -> str:
     inner = unwrap(model)
     if hasattr(inner, "get_base_model"):  # peft forwards keyword arguments to the base model
         inner = inner.get_base_model()
-    return _cache_argument_of(type(inner))
+    cls: Any = type(inner)
+    return _cache_argument_of(cls)
 
 
 def shared_prefix_length(prompt_ids: Tensor, prompt_mask: Tensor) -> int:
@@ -215,6 +259,28 @@ def lr_factor(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
         return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
     return factor
+
+
+def config_differences(saved_yaml: Path, cfg: TrainConfig) -> list[str]:
+    """'field: old -> new' for every field of ``cfg`` that differs from a saved config.yaml."""
+    from pspo_eval.train.config import load_config
+
+    try:
+        old = load_config(saved_yaml).model_dump(mode="json")
+    except PspoError:
+        return []
+    return _diff(old, cfg.model_dump(mode="json"))
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _diff(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(f"{prefix}{key}: {x!r} -> {y!r}")
+    return out
 
 
 def _quiet_transformers() -> None:
@@ -298,8 +364,8 @@ class Trainer:
         if cfg.loss.beta > 0:
             self.ref_model = load_reference(cfg.model, model_path=self.model_path, device=self.device, dtype=self.amp)
         self.model = self.dist.prepare_model(policy)
-        # The shared-prefix pass runs the model twice per micro-batch; DDP wants one forward per
-        # backward, and transformers turns the cache off under gradient checkpointing.
+        # The prompt-sharing pass runs the model several times per micro-batch; DDP wants one forward
+        # per backward, and transformers turns the cache off under gradient checkpointing.
         self.share_prefix = self.dist.world_size == 1 and not cfg.model.gradient_checkpointing
         self.policy = unwrap(self.model)
         named = [(n, p) for n, p in self.policy.named_parameters() if p.requires_grad]
@@ -313,7 +379,7 @@ class Trainer:
             {"params": [p for _, p in no_decay], "weight_decay": 0.0},
         ]
         self.optimizer = torch.optim.AdamW(
-            [g for g in groups if g["params"]], lr=o.learning_rate, betas=tuple(o.adam_betas), eps=o.adam_eps
+            [g for g in groups if g["params"]], lr=o.learning_rate, betas=(o.adam_betas[0], o.adam_betas[1]), eps=o.adam_eps
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor(o.schedule, self.warmup, self.total_steps)
@@ -404,10 +470,23 @@ class Trainer:
                 f"processes; it can only be resumed with that many",
                 "resume with the same number of processes, or from a checkpoint at a rollout boundary",
             )
-        if state.get("config_hash") != self.config_hash and self.verbose:
-            warn(f"resuming {self.resume_from.name} with a changed config (not an exact continuation)")
+        if state.get("config_hash") != self.config_hash and self.verbose and self.dist.is_main:
+            changed = config_differences(self.resume_from / "config.yaml", self.cfg)
+            warn(
+                f"resuming {self.resume_from.name} with changed settings ({', '.join(changed[:6]) or '?'}): "
+                "not an exact continuation"
+            )
         load_optimizer(self.optimizer, self.param_names, self.resume_from / "trainer")
         self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.optimizer.param_groups)})
+        # The learning rate of the next step from *this* config's schedule (the same number as the
+        # saved one unless the schedule, its length or the learning rate were changed on resume).
+        peak = self.cfg.optim.learning_rate
+        factor = lr_factor(self.cfg.optim.schedule, self.warmup, self.total_steps)
+        self.scheduler.base_lrs = [peak for _ in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = peak
+            group["lr"] = peak * factor(self.scheduler.last_epoch)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         load_rng(self.resume_from, state)
         self.step = int(state["step"])
         self.best = state.get("best")
@@ -486,7 +565,7 @@ class Trainer:
         for idx in batch.micro_batches(self.cfg.train.micro_batch_size):
             mb = batch.take(idx)
             args = (mb["prompt_ids"], mb["prompt_mask"], mb["completion_ids"], mb["completion_mask"])
-            kw = {"with_entropy": False, "share_prefix": self.share_prefix}
+            kw: dict[str, Any] = {"with_entropy": False, "share_prefix": self.share_prefix}
             with autocast(self.device, self.amp):
                 if self.ref_model is not None:
                     ref, _ = completion_logprobs(self.ref_model, *args, self.cfg.rollout.temperature, **kw)

@@ -29,10 +29,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -410,13 +409,15 @@ class RolloutBatch:
         return self.completion_mask.sum(-1)
 
     def micro_batches(self, size: int) -> list[Tensor]:
-        """Index sets of ``size`` completions, similar total lengths together (less padding to compute).
+        """Index sets of ``size`` completions: a prompt's completions together (so the loss pass
+        computes the prompt once for all of them), prompts of similar length together (less padding).
 
         The split does not change the step's gradient: the loss of every micro-batch is normalised by
         the count of the whole optimizer batch (:func:`pspo_eval.train.aggregation.aggregate`).
         """
-        total = self.prompt_mask.sum(-1) + self.completion_mask.sum(-1)
-        order = sorted(range(len(self)), key=lambda i: (int(total[i]), i))
+        prompt_len = self.prompt_mask.sum(-1).tolist()
+        group = {pid: n for n, pid in enumerate(dict.fromkeys(self.problem_ids))}
+        order = sorted(range(len(self)), key=lambda i: (prompt_len[i], group[self.problem_ids[i]], i))
         return [torch.tensor(order[s : s + size], dtype=torch.long) for s in range(0, len(order), size)]
 
     def take(self, idx: Tensor) -> dict[str, Tensor]:
@@ -580,12 +581,3 @@ def make_rollout(
         seconds=seconds,
         generated_tokens=sum(len(s.token_ids) for s in sampled),
     )
-
-
-def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), max(1, size)):
-        yield items[start : start + size]
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
