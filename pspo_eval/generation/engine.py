@@ -7,7 +7,11 @@ This loop runs the same weights with the same operations in the same dtypes, but
 - fused QKV and gate/up projections (one matrix product each instead of three / two);
 - a preallocated KV cache written in place (no concatenation per step);
 - finished rows are dropped from the batch once enough of them finish (the cache is compacted);
-- only the last position's logits are computed during prefill;
+- only the last position's logits are computed during prefill, and prompts are prefilled in
+  groups of similar length (sorted), so short prompts do not pay for the longest one's padding;
+- on CPU every projection is computed as ``W @ xᵀ`` rather than ``x @ Wᵀ``: at decode shapes
+  (a few dozen rows against a wide weight) oneDNN/MKL run that form up to twice as fast, and the
+  activations then simply stay in that transposed memory layout from layer to layer;
 - sampling draws one uniform number per row from that row's own RNG (seeded per sample), so a
   sample does not depend on which other prompts share its batch or on their order.
 
@@ -68,7 +72,7 @@ def supports(model) -> bool:
 class FastDecoder:
     """Batched decoding over a Hugging Face causal LM's weights (see module docstring)."""
 
-    def __init__(self, model, *, compact_below: float = 0.75, share_prefix: bool = True):
+    def __init__(self, model, *, compact_below: float = 0.75, share_prefix: bool = True, prefill_tokens: int = 4096):
         if not supports(model):
             raise ValueError(f"FastDecoder does not support model_type={model.config.model_type!r}")
         self.model = model
@@ -80,8 +84,18 @@ class FastDecoder:
         self.eps = cfg.rms_norm_eps
         self.compact_below = compact_below
         self.share_prefix = share_prefix
+        self.prefill_tokens = prefill_tokens  # padded tokens per prefill group
+        self.transposed_rows = 256  # up to this many rows, projections run as W @ xᵀ on CPU
         self.rotary = model.model.rotary_emb
         self.refresh()
+
+    def _lin(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        """``F.linear(x, w, b)``; on CPU computed as ``(w @ xᵀ)ᵀ`` (see the module docstring)."""
+        K = x.shape[-1]
+        if self.device.type != "cpu" or x.numel() > self.transposed_rows * K:
+            return F.linear(x, w, b)
+        y = torch.mm(w, x.reshape(-1, K).t()).t().reshape(*x.shape[:-1], w.shape[0])
+        return y if b is None else y + b
 
     # -- weights -------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -145,7 +159,7 @@ class FastDecoder:
         end = start + T
         for i, layer in enumerate(self.layers):
             h = self._rms(x, layer.in_norm)
-            qkv = F.linear(h, layer.wqkv, layer.bqkv)
+            qkv = self._lin(h, layer.wqkv, layer.bqkv)
             q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
             q = q.view(B, T, H, D)
             k = k.view(B, T, KV, D)
@@ -165,10 +179,10 @@ class FastDecoder:
                     q, ck[:, :, :end], cv[:, :, :end], attn_mask=mask, enable_gqa=KV != H
                 )
             att = att.transpose(1, 2).reshape(B, T, H * D)
-            x = x + F.linear(att, layer.wo, self.o_bias[i])
+            x = x + self._lin(att, layer.wo, self.o_bias[i])
             h = self._rms(x, layer.post_norm)
-            gate, up = F.linear(h, layer.w_gate_up).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.w_down)
+            gate, up = self._lin(h, layer.w_gate_up).chunk(2, dim=-1)
+            x = x + self._lin(F.silu(gate) * up, layer.w_down)
         return x
 
     def _decode_attention(self, q, k, v, mask):
@@ -188,7 +202,8 @@ class FastDecoder:
         return torch.matmul(probs, v).reshape(B, H, 1, D)
 
     def _logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
-        return F.linear(self._rms(hidden_last, self.final_norm), self.lm_head).float()
+        # contiguous: argmax / top-k along a strided (transposed) row are several times slower
+        return self._lin(self._rms(hidden_last, self.final_norm), self.lm_head).float().contiguous()
 
     # -- decoding ----------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -209,9 +224,13 @@ class FastDecoder:
             return []
         if max_new_tokens <= 0:
             return [Completion([], "length") for _ in prompts]
-        lengths = [len(p) for p in prompts]
-        if min(lengths) == 0:
+        if min(len(p) for p in prompts) == 0:
             raise ValueError("empty prompt")
+        # Batch positions hold the prompts sorted by length (shortest first); `rows` maps a batch
+        # position back to its prompt, so outputs and per-sample RNGs follow the prompt, not the slot.
+        order = sorted(range(B), key=lambda r: (len(prompts[r]), r))
+        prompts = [prompts[r] for r in order]
+        lengths = [len(p) for p in prompts]
         dev = self.device
         # Cache layout per row: [shared prefix | left padding | rest of the prompt | generated].
         # The prefix every prompt shares (system prompt and chat-template header) is computed once.
@@ -251,8 +270,16 @@ class FastDecoder:
         mask = causal[None] & key_ok[:, None, :]
         # Padding queries also see themselves, so no row of the softmax is empty (no NaN).
         mask = mask | (cols[None, :] == (L + qcol)[:, None])[None]
-        hidden = self._forward(ids, positions, cache, L, mask[:, None])
-        logits = self._logits(hidden[:, -1])
+        mask = mask[:, None]
+        last = []
+        for a, b in _prefill_groups([n - L for n in lengths], self.prefill_tokens):
+            w = lengths[b - 1] - L  # the group's widest per-row part; columns before it are padding
+            hidden = self._forward(
+                ids[a:b, Ts - w :], positions[a:b, Ts - w :], [(k[a:b], v[a:b]) for k, v in cache],
+                L + Ts - w, mask[a:b, :, Ts - w :],
+            )
+            last.append(hidden[:, -1])
+        logits = self._logits(torch.cat(last))
 
         stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=dev)
         rngs = [random.Random(s) for s in seeds] if (temperature > 0 and seeds is not None) else None
@@ -261,7 +288,7 @@ class FastDecoder:
         out: list[list[int]] = [[] for _ in range(B)]
         finish = ["length"] * B
         stopped_by: list[int | None] = [None] * B
-        rows = list(range(B))  # original prompt index of each batch position
+        rows = list(order)  # original prompt index of each batch position
         live = [True] * B  # finished rows stay in the batch (ignored) until compaction pays off
         key_valid = torch.zeros(B, S, dtype=torch.bool, device=dev)
         key_valid[:, :T] = key_ok
@@ -308,6 +335,17 @@ class FastDecoder:
         if temperature <= 0 or rngs is None:
             return logits.argmax(-1)
         return sample_top_p(logits, temperature, top_p, [r.random() if r else 0.5 for r in rngs])
+
+
+def _prefill_groups(widths: Sequence[int], budget: int) -> list[tuple[int, int]]:
+    """Split rows sorted by width into contiguous groups of at most ``budget`` padded tokens each."""
+    groups, start = [], 0
+    for end in range(1, len(widths) + 1):
+        if end > start + 1 and (end - start) * widths[end - 1] > budget:
+            groups.append((start, end - 1))
+            start = end - 1
+    groups.append((start, len(widths)))
+    return groups
 
 
 def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
