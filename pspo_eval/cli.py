@@ -100,5 +100,12 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `pspo-eval` console script (usage errors: exit 2, user errors: exit 2, Ctrl-C: 130)."""
+    import signal
+
+    def _terminated(signum, frame):  # SIGTERM (CI timeouts, `kill`): stop as Ctrl-C does, cleaning up
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
     command = typer.main.get_command(app)
     command.main(args=argv, prog_name="pspo-eval", standalone_mode=True)

@@ -66,6 +66,8 @@ class JudgeStage(BaseModel):
     concurrency: int = 4
     timeout: float | None = None
     max_tokens: int = 512
+    reasks: int = Field(2, ge=0, description="Re-asks quoting the validation error after an invalid verdict.")
+    datasets: list[str] | None = Field(None, description="Judge only these datasets (default: all evaluated).")
     pairwise_rubric: str | None = None
     api_key_env: str | None = None
 
@@ -111,7 +113,7 @@ def load_experiment(path: str | Path) -> Experiment:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise PspoError(f"{path}: {where}: {err['msg']}", "see experiments/demo.yaml for the format") from None
-    # Relative paths in the file are relative to the repository root (where experiments/ lives).
+    # Relative paths in the file (out, report.out) are relative to the current directory.
     return exp
 
 
@@ -247,13 +249,13 @@ def run_pipeline(path: str | Path, *, stages: list[str] | None = None, verbose: 
             from pspo_eval.store import RunStore
 
             with RunStore(eval_dir).locked(f"pipeline {exp.name}: judge"):
-                summaries = [judge_run(eval_dir, jd.judges, jd.rubric, per_dataset=jd.per_dataset, repeats=jd.repeats,
-                                       concurrency=jd.concurrency, timeout=jd.timeout, max_tokens=jd.max_tokens,
-                                       api_key_env=jd.api_key_env)]
+                common = dict(per_dataset=jd.per_dataset, concurrency=jd.concurrency, timeout=jd.timeout,
+                              max_tokens=jd.max_tokens, reasks=jd.reasks, datasets=jd.datasets,
+                              api_key_env=jd.api_key_env)
+                summaries = [judge_run(eval_dir, jd.judges, jd.rubric, repeats=jd.repeats, **common)]
                 if jd.pairwise_rubric:
-                    summaries.append(judge_run(eval_dir, jd.judges, jd.pairwise_rubric, per_dataset=jd.per_dataset,
-                                               concurrency=jd.concurrency, timeout=jd.timeout, max_tokens=jd.max_tokens,
-                                               pairwise_baseline=exp.base_label, api_key_env=jd.api_key_env))
+                    summaries.append(judge_run(eval_dir, jd.judges, jd.pairwise_rubric,
+                                               pairwise_baseline=exp.base_label, **common))
             return summaries
 
         stage("judge", do_judge)

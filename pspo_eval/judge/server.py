@@ -82,7 +82,7 @@ class LocalServer:
         log(f"starting the local judge: transformers serve {self.model_ref} on 127.0.0.1:{self.port} ({self.device})")
         with os.fdopen(fd, "w") as out:
             self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env=env, start_new_session=True)
+                                          env=env, start_new_session=True, preexec_fn=_die_with_parent)
         try:
             self._wait_healthy()
         except BaseException:
@@ -136,3 +136,16 @@ class LocalServer:
             except OSError:
                 pass
             self._log = None
+
+
+def _die_with_parent() -> None:
+    """In the server's process (Linux): receive SIGTERM when the process that started it dies, even
+    by SIGKILL, so a killed `pspo-eval judge` never leaves a model server behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except OSError:  # no glibc (e.g. musl): the stop() on exit still applies
+            pass

@@ -148,3 +148,16 @@ def test_catalogue_in_the_docs_names_every_case(tmp_path):
     for name in [*names, "unknown mode", "scale min > max", "missing criteria", "unknown judge spec",
                  "unreachable judge URL"]:
         assert f"| {name} |" in doc, name
+
+
+def test_every_test_the_reliability_doc_names_exists():
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "reliability.md").read_text()
+    named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", doc)
+    assert len(named) >= 15
+    for file, name in named:
+        assert f"def {name}(" in (root / file).read_text(), f"{file}::{name}"
+    for file in re.findall(r"`(tests/[\w/]+\.py)`", doc):
+        assert (root / file).exists(), file

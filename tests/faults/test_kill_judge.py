@@ -55,3 +55,51 @@ def test_random_sigkills_then_rerun_judge_everything_once(tmp_path, seed):
     assert sent >= N  # killed requests may have been sent twice; verdicts are stored once
     lines = [line for f in (run / "judgments").rglob("*.jsonl") for line in f.read_text().splitlines()]
     assert len(lines) == N  # no duplicate record on disk either
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                out += [int(c) for c in fh.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_the_local_judge_server_never_outlives_a_killed_judge(tmp_path, how):
+    """`--judge local` starts `transformers serve`; killing the judge (SIGKILL included) stops it too."""
+    import time
+
+    run = _run(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "pspo_eval", "judge", "--run", str(run), "--judge", "local",
+                             "--max-tokens", "16", "--concurrency", "1"],
+                            env={**os.environ, "PSPO_EVAL_QUIET": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    server = None
+    while server is None and time.monotonic() < deadline and proc.poll() is None:
+        server = next(iter(_children(proc.pid)), None)
+        time.sleep(0.2)
+    assert server is not None, proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no server"
+    time.sleep(3)  # the server is starting up or answering
+    os.kill(proc.pid, how)  # the judge process only, not its process group
+    _, err = proc.communicate(timeout=60)
+    if how == signal.SIGTERM:
+        assert proc.returncode == 130 and b"Traceback" not in err, err.decode()[-2000:]
+    deadline = time.monotonic() + 30
+    while _alive(server) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(server), "transformers serve outlived the judge"

@@ -1,0 +1,96 @@
+"""SIGKILL `pspo-eval train` at random moments (several seeds), then `--resume` until it finishes.
+
+The resumed run must end with the parameters of an uninterrupted run, bitwise (CPU, fp32), one
+metrics line per step and no step missing or repeated. A kill can land anywhere: during start-up,
+in a rollout, in an update, or while a checkpoint is being written (checkpoints are written to a
+temporary directory and renamed, so a half-written one is never resumed from).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import make_tiny_model, tiny_config, write_problems, write_reward_module
+
+from pspo_eval.train.config import dump_config
+
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("killtrain")
+    model = make_tiny_model(root / "model")
+    data = write_problems(root / "problems.jsonl")
+    write_reward_module(root)
+    cfg = tiny_config(
+        model,
+        data,
+        train={"num_iterations": 2, "max_steps": STEPS, "prompts_per_step": 2, "micro_batch_size": 4},
+        optim={"learning_rate": 3e-3, "schedule": "linear", "warmup_steps": 1},
+        checkpoint={"save_every": 1, "keep_last": 2, "save_final": True},
+    )
+    config = root / "config.yaml"
+    config.write_text(dump_config(cfg), encoding="utf-8")
+    env = {**os.environ, "PSPO_EVAL_QUIET": "1", "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    clean = root / "clean"
+    subprocess.run(_cmd(config, clean), check=True, env=env, capture_output=True, timeout=600)
+    return config, env, clean
+
+
+def _cmd(config: Path, out: Path, resume: bool = False) -> list[str]:
+    return [sys.executable, "-m", "pspo_eval", "train", "--config", str(config), "--out", str(out), "--quiet",
+            *(["--resume"] if resume else [])]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "final" / "model.safetensors"))
+
+
+def _steps(path: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_sigkills_then_resume_match_an_uninterrupted_run(setup, tmp_path, seed):
+    config, env, clean = setup
+    rng = random.Random(seed)
+    out = tmp_path / "run"
+    kills = 0
+    for attempt in range(15):
+        # the first attempt starts the run, every later one is the user's `--resume`
+        proc = subprocess.Popen(_cmd(config, out, resume=attempt > 0), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            _, err = proc.communicate(timeout=rng.uniform(2.0, 9.0))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            kills += 1
+            continue
+        assert proc.returncode == 0, err.decode()[-2000:]
+        break
+    else:
+        final = subprocess.run(_cmd(config, out, resume=True), env=env, capture_output=True, text=True, timeout=600)
+        assert final.returncode == 0, final.stderr[-2000:]
+    assert kills >= 1, "no kill landed: the delays were too long for this machine"
+
+    a, b = _weights(clean), _weights(out)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert _steps(out) == list(range(1, STEPS + 1)) == _steps(clean)
+    # no half-written checkpoint left behind (the flock'd .lock file stays, as in every run directory)
+    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in clean.iterdir())
