@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/pspo-eval demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=12
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from train_helpers import make_tiny_model, tiny_config, write_problems, write_reward_module
+from train_helpers import tiny_config, tiny_workspace
 from typer.testing import CliRunner
 
 from pspo_eval.errors import PspoError
@@ -26,10 +26,7 @@ from pspo_eval.train.config import dump_config
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipe")
-    model = make_tiny_model(root / "model")
-    data = write_problems(root / "problems.jsonl")
-    write_reward_module(root)
+    root, model, data = tiny_workspace(tmp_path_factory.mktemp("pipe"))
     cfg = tiny_config(model, data, train={"num_iterations": 2, "max_steps": 2, "prompts_per_step": 2,
                                           "micro_batch_size": 4},
                       checkpoint={"save_every": 0, "save_final": True, "keep_last": 1})
@@ -51,7 +48,7 @@ def _experiment(path: Path, tiny, out: Path, judges: list[str]) -> Path:
         "base_model": str(model),
         "train": {"config": str(config), "objectives": ["pspo", "clip"]},
         "evaluate": {"datasets": ["gsm8k"], "limit": 2, "max_new_tokens": 8, "dtype": "fp32"},
-        "judge": {"judges": judges, "per_dataset": 1, "concurrency": 1, "max_tokens": 60},
+        "judge": {"judges": judges, "per_dataset": 1, "concurrency": 1, "max_tokens": 40, "reasks": 0},
         "report": {"out": str(out / "report"), "baseline": "base", "title": "mini"},
     }), encoding="utf-8")
     return path

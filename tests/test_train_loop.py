@@ -14,10 +14,8 @@ import pytest
 import torch
 from train_helpers import (
     REWARD_MODULE,
-    make_tiny_model,
     tiny_config,
-    write_problems,
-    write_reward_module,
+    tiny_workspace,
 )
 
 from pspo_eval.errors import PspoError
@@ -32,11 +30,7 @@ from pspo_eval.train.rollout import PromptSchedule, completion_seed, sampled_fro
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    model = make_tiny_model(root / "model")
-    data = write_problems(root / "problems.jsonl")
-    write_reward_module(root)
-    return root, model, data
+    return tiny_workspace(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(autouse=True)

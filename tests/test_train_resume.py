@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from train_helpers import make_tiny_model, tiny_config, write_problems, write_reward_module
+from train_helpers import tiny_config, tiny_workspace
 
 from pspo_eval.errors import PspoError
 from pspo_eval.train.checkpoint import list_checkpoints
@@ -21,11 +21,7 @@ TIMING = ("time/", "tokens_per_s", "gen_tokens_per_s", "elapsed_s", "mem/", "eva
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    model = make_tiny_model(root / "model")
-    data = write_problems(root / "problems.jsonl")
-    write_reward_module(root)
-    return root, model, data
+    return tiny_workspace(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(autouse=True)

@@ -76,6 +76,14 @@ def write_problems(path: Path, n: int = 24) -> Path:
     return path
 
 
+def tiny_workspace(root: Path) -> tuple[Path, Path, Path]:
+    """(root, model directory, problems file) with the test reward module in root (put it on sys.path)."""
+    model = make_tiny_model(root / "model")
+    data = write_problems(root / "problems.jsonl")
+    write_reward_module(root)
+    return root, model, data
+
+
 def write_reward_module(directory: Path) -> None:
     (directory / f"{REWARD_MODULE}.py").write_text(REWARD_SOURCE, encoding="utf-8")
 

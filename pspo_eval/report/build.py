@@ -198,7 +198,7 @@ def build_report(runs: Sequence[str | Path], *, train: Sequence[str | Path] = ()
         problems = {d: max(s["problems"] for (k, dd), s in summaries.items() if dd == d)
                     for d in coll.datasets() if any(dd == d for (_, dd) in summaries)}
         highlights.append(("Problems (greedy)", str(sum(problems.values()))))
-    highlights.append(("Temperatures", ", ".join(f"{t:g}" for t in temps)))
+    highlights.append(("Temperatures", ", ".join(f"T = {t:g}" for t in temps)))
     if train_runs:
         highlights.append(("Training runs", str(len(train_runs))))
 

@@ -839,6 +839,8 @@ class Trainer:
             self.dist.barrier()
         if self.best is not None:
             extra["best"] = f"{self.out / 'best'} (step {self.best['step']}, {self.best['reward']:.4f})"
+        if self.dist.is_main:  # a kill between a save and its pruning leaves one checkpoint too many
+            prune_checkpoints(self.out, self.cfg.checkpoint.keep_last, protect={self.step})
         found = list_checkpoints(self.out)
         if found:
             extra["last_checkpoint"] = str(found[-1][1])

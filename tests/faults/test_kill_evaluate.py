@@ -44,7 +44,7 @@ def clean(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_random_sigkills_then_rerun_match_a_clean_run(clean, tmp_path, seed):
     rng = random.Random(seed)
     out = tmp_path / "run"
