@@ -54,8 +54,8 @@ def _experiment(path: Path, tiny, out: Path, judges: list[str]) -> Path:
     return path
 
 
-def _sample_lines(run: Path) -> list[str]:
-    return sorted(line for s in RunStore(run).shards("samples") for line in s.path.read_text().splitlines())
+def _lines(run: Path, kind: str = "samples") -> list[str]:
+    return sorted(line for s in RunStore(run).shards(kind) for line in s.path.read_text().splitlines())
 
 
 def test_experiment_file_errors_name_the_field(tmp_path):
@@ -94,7 +94,7 @@ def test_pipeline_end_to_end_then_a_failed_stage_is_redone_alone(tiny, tmp_path)
     finals = sorted(runs.glob("train/*/final/model.safetensors"))
     assert [p.parts[-3].split("-")[0] for p in finals] == ["clip", "pspo"]
     mtimes = [p.stat().st_mtime_ns for p in finals]
-    samples = _sample_lines(runs / "eval")
+    samples = _lines(runs / "eval")
     assert len(samples) == 3 * 2  # base, pspo, clip x 2 problems
 
     # 2. fix the file (the real local judge) and rerun: only judge and report run
@@ -103,8 +103,8 @@ def test_pipeline_end_to_end_then_a_failed_stage_is_redone_alone(tiny, tmp_path)
     state = json.loads((runs / "pipeline.json").read_text())["stages"]
     assert all(state[s]["status"] == "done" for s in ("train", "evaluate", "judge", "report")), state
     assert [p.stat().st_mtime_ns for p in finals] == mtimes  # not retrained
-    assert _sample_lines(runs / "eval") == samples  # nothing generated again
-    judged = [json.loads(line) for s in RunStore(runs / "eval").shards("judgments") for line in s.path.read_text().splitlines()]
+    assert _lines(runs / "eval") == samples  # nothing generated again
+    judged = [json.loads(line) for line in _lines(runs / "eval", "judgments")]
     assert {(j["model"], j["dataset"]) for j in judged} == {(m, "gsm8k") for m in ("base", "pspo", "clip")}
     assert all(j["outcome"] in {"ok", "parse_error", "refusal", "truncated", "api_error"} for j in judged)
 
@@ -119,7 +119,7 @@ def test_pipeline_end_to_end_then_a_failed_stage_is_redone_alone(tiny, tmp_path)
     assert all(r["samples"] == 2 for r in rows.values())
 
     # 3. a third run is a no-op for train, evaluate and judge
-    before = sum(1 for s in RunStore(runs / "eval").shards("judgments") for _ in s.path.read_text().splitlines())
+    before = len(_lines(runs / "eval", "judgments"))
     run_pipeline(exp, verbose=False, stages=["train", "evaluate", "judge"])
-    after = sum(1 for s in RunStore(runs / "eval").shards("judgments") for _ in s.path.read_text().splitlines())
-    assert after == before and _sample_lines(runs / "eval") == samples
+    after = len(_lines(runs / "eval", "judgments"))
+    assert after == before and _lines(runs / "eval") == samples

@@ -157,11 +157,12 @@ def _logits_sharing_prompts(model, prompt_ids, prompt_mask, completion_ids, comp
     """
     cache_arg = _cache_argument(model)
     rows = [tuple(prompt_ids[i][prompt_mask[i].bool()].tolist()) for i in range(prompt_ids.shape[0])]
-    first: dict[tuple, int] = {}
+    first: dict[tuple, int] = {}  # distinct prompt -> its first row (dicts keep insertion order)
     for i, key in enumerate(rows):
         first.setdefault(key, i)
     distinct = list(first.values())
-    row_to_prompt = torch.tensor([distinct.index(first[key]) for key in rows], device=prompt_ids.device)
+    slot = {key: j for j, key in enumerate(first)}
+    row_to_prompt = torch.tensor([slot[key] for key in rows], device=prompt_ids.device)
     index = torch.tensor(distinct, device=prompt_ids.device)
     p_mask = prompt_mask[index]
     lengths = p_mask.sum(-1)
@@ -228,17 +229,10 @@ def _cache_argument(model) -> str:
 
 def shared_prefix_length(prompt_ids: Tensor, prompt_mask: Tensor) -> int:
     """Tokens every (left-padded) prompt starts with, leaving each row at least one token of its own."""
-    lengths = prompt_mask.sum(-1)
-    n = int(lengths.min())
-    if n <= 1:
-        return 0
-    start = prompt_ids.shape[1] - lengths
-    index = start[:, None] + torch.arange(n, device=prompt_ids.device)[None]
-    heads = prompt_ids.gather(1, index)
-    same = (heads == heads[:1]).all(0)
-    differing = (~same).nonzero()
-    common = int(differing[0]) if len(differing) else n
-    return min(common, n - 1)
+    from pspo_eval.generation.engine import shared_prefix_length as common_prefix
+
+    rows = [ids[m.bool()].tolist() for ids, m in zip(prompt_ids, prompt_mask, strict=True)]
+    return max(0, min(common_prefix(rows), min(len(r) for r in rows) - 1))
 
 
 def lr_factor(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
