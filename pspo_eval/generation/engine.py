@@ -70,9 +70,13 @@ def supports(model) -> bool:
 
 
 class FastDecoder:
-    """Batched decoding over a Hugging Face causal LM's weights (see module docstring)."""
+    """Batched decoding over a Hugging Face causal LM's weights (see module docstring).
 
-    def __init__(self, model, *, compact_below: float = 0.75, share_prefix: bool = True, prefill_tokens: int = 4096):
+    ``model`` is a transformers model, or a :class:`pspo_eval.generation.light.LightModel` (the same
+    checkpoint's weights and config loaded without transformers' model classes).
+    """
+
+    def __init__(self, model, *, compact_below: float = 0.75, share_prefix: bool = True, prefill_tokens: int = 1024):
         if not supports(model):
             raise ValueError(f"FastDecoder does not support model_type={model.config.model_type!r}")
         self.model = model
@@ -84,9 +88,12 @@ class FastDecoder:
         self.eps = cfg.rms_norm_eps
         self.compact_below = compact_below
         self.share_prefix = share_prefix
-        self.prefill_tokens = prefill_tokens  # padded tokens per prefill group
+        # Padded tokens per prefill group. Smaller groups keep a layer's activations in cache: on a
+        # 2-core CPU, 64 GSM8K prompts prefill in ~11 s with 1024 against ~15 s with 4096 (measured).
+        self.prefill_tokens = prefill_tokens
         self.transposed_rows = 256  # up to this many rows, projections run as W @ xᵀ on CPU
-        self.rotary = model.model.rotary_emb
+        light = isinstance(getattr(model, "weights", None), dict)  # a generation.light.LightModel
+        self.rotary = model.rotary if light else model.model.rotary_emb
         self.refresh()
 
     def _lin(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -103,6 +110,9 @@ class FastDecoder:
         model = self.model
         self.dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
+        if isinstance(getattr(model, "weights", None), dict):
+            self._refresh_from_weights(model.weights)
+            return
         with torch.no_grad():
             self.embed = model.model.embed_tokens.weight
             self.final_norm = model.model.norm.weight
@@ -129,6 +139,32 @@ class FastDecoder:
                 )
         self.o_bias = [b.self_attn.o_proj.bias for b in model.model.layers]
 
+    def _refresh_from_weights(self, w: dict[str, torch.Tensor]) -> None:
+        """The same fused weights from a flat name → tensor mapping (transformers' parameter names)."""
+        self.embed = w["model.embed_tokens.weight"]
+        self.final_norm = w["model.norm.weight"]
+        self.lm_head = w["lm_head.weight"]
+        self.layers = []
+        self.o_bias = []
+        for i in range(self.cfg.num_hidden_layers):
+            pre = f"model.layers.{i}."
+            att = pre + "self_attn."
+            bias = [b for b in (w.get(att + f"{n}_proj.bias") for n in "qkv") if b is not None]
+            self.layers.append(
+                _Layer(
+                    in_norm=w[pre + "input_layernorm.weight"],
+                    wqkv=torch.cat([w[att + f"{n}_proj.weight"] for n in "qkv"], 0).contiguous(),
+                    bqkv=torch.cat(bias, 0).contiguous() if len(bias) == 3 else None,
+                    q_norm=w.get(att + "q_norm.weight"),
+                    k_norm=w.get(att + "k_norm.weight"),
+                    wo=w[att + "o_proj.weight"],
+                    post_norm=w[pre + "post_attention_layernorm.weight"],
+                    w_gate_up=torch.cat([w[pre + "mlp.gate_proj.weight"], w[pre + "mlp.up_proj.weight"]], 0).contiguous(),
+                    w_down=w[pre + "mlp.down_proj.weight"],
+                )
+            )
+            self.o_bias.append(w.get(att + "o_proj.bias"))
+
     # -- the transformer ---------------------------------------------------------------------------
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # As transformers' RMSNorm: normalise in fp32, cast back, then scale.
@@ -139,9 +175,13 @@ class FastDecoder:
 
     @staticmethod
     def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        # x·cos + rotate_half(x)·sin, without materialising rotate_half: the same products and sums
+        # (a + (-b)·s is exactly a - b·s in IEEE arithmetic), in four passes instead of six.
         half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
+        out = x * cos
+        out[..., :half] -= x[..., half:] * sin[..., :half]
+        out[..., half:] += x[..., :half] * sin[..., half:]
+        return out
 
     def _forward(
         self,

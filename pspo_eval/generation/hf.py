@@ -76,6 +76,22 @@ def load_model(ref: str, *, dtype: str = "auto", device: str = "auto", trust_rem
     return tokenizer, model, path
 
 
+def load_light(ref: str, *, dtype: str = "auto", device: str = "auto"):
+    """(tokenizer, model, path) without transformers' model classes, or None when the checkpoint
+    needs them (see :mod:`pspo_eval.generation.light`; ``PSPO_EVAL_LOADER=transformers`` turns it off)."""
+    from pspo_eval.generation.light import LightModel, LightTokenizer, light_eligible
+
+    path = resolve_model(ref)
+    if light_eligible(path) is not None:
+        return None
+    device = default_device() if device == "auto" else device
+    torch_dtype = resolve_dtype(dtype, device)
+    try:
+        return LightTokenizer(path), LightModel(path, dtype=torch_dtype, device=device), path
+    except (OSError, ValueError, KeyError) as exc:
+        raise PspoError(f"could not load model '{ref}': {exc}", "check the checkpoint directory's files") from exc
+
+
 def stop_token_ids(tokenizer, model) -> list[int]:
     """EOS ids from the generation config and tokenizer, plus the chat template's end-of-turn token."""
     ids: set[int] = set()
@@ -113,9 +129,17 @@ class HFBackend:
 
         if threads:
             torch.set_num_threads(threads)
-        self.tokenizer, self.model, self.path = load_model(
-            model_ref, dtype=dtype, device=device, trust_remote_code=trust_remote_code
-        )
+        light = None
+        if decoder != "generate" and not trust_remote_code and os.environ.get("PSPO_EVAL_LOADER") != "transformers":
+            light = load_light(model_ref, dtype=dtype, device=device)
+        if light is not None:
+            self.tokenizer, self.model, self.path = light
+            self.loader = "light"
+        else:
+            self.tokenizer, self.model, self.path = load_model(
+                model_ref, dtype=dtype, device=device, trust_remote_code=trust_remote_code
+            )
+            self.loader = "transformers"
         self.batch_size = max(1, int(batch_size))
         self.stop_ids = stop_token_ids(self.tokenizer, self.model)
         self.decoder = None
@@ -138,6 +162,7 @@ class HFBackend:
         return {
             "backend": "hf",
             "decoder": "fast" if self.decoder else "generate",
+            "loader": self.loader,
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
             "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
