@@ -373,3 +373,18 @@ def test_default_reward_is_registered_by_the_grading_subsystem():
     for preset in ["demo-cpu", *PAPER_PRESETS]:
         for spec in load_config(preset).rewards:
             assert callable(reward.get_reward_function(spec.name))
+
+
+def test_summary_reports_host_and_gpu_peaks_separately():
+    from pspo_eval.train.metrics import peak_memory, summarize
+
+    records = [
+        {"step": 1, "rollout": 1, "time/step_s": 2.0, "mem/peak_mib": 900.0, "mem/cuda_peak_mib": 5000.0},
+        {"step": 2, "rollout": 1, "time/step_s": 1.0, "mem/peak_mib": 950.0, "mem/cuda_peak_mib": 6500.0},
+    ]
+    summary = summarize(records)
+    assert summary["peak_mem_mib"] == 950.0 and summary["peak_cuda_mem_mib"] == 6500.0
+    cpu_only = summarize([{k: v for k, v in r.items() if k != "mem/cuda_peak_mib"} for r in records])
+    assert "peak_cuda_mem_mib" not in cpu_only
+    # On CPU no CUDA figure is recorded (and CUDA is never initialised for it).
+    assert set(peak_memory("cpu")) == {"mem/peak_mib"} and peak_memory("cpu")["mem/peak_mib"] > 0

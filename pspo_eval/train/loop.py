@@ -800,7 +800,7 @@ class Trainer:
             record["time/train_s"] = now - train_started
             record["tokens_per_s"] = completion_tokens / max(step_s, 1e-9)
             record["elapsed_s"] = self.elapsed_before + (now - self._started)
-            record.update(peak_memory())
+            record.update(peak_memory(self.device))
             if cfg.eval.every and self.step % cfg.eval.every == 0:
                 record.update(self.evaluate())
                 self._maybe_best(record["eval/reward_mean"])

@@ -112,17 +112,14 @@ def rollout_metrics(
     return out
 
 
-def peak_memory() -> dict[str, float]:
-    """Peak resident memory of this process (and of CUDA allocations) in MiB."""
+def peak_memory(device: Any = None) -> dict[str, float]:
+    """Peak resident memory of this process in MiB; on a CUDA device also its peak allocations."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = {"mem/peak_mib": rss / 1024 if sys.platform != "darwin" else rss / 2**20}
-    try:
+    if device is not None and getattr(device, "type", str(device)).startswith("cuda"):
         import torch
 
-        if torch.cuda.is_available():
-            out["mem/cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    except Exception:  # pragma: no cover
-        pass
+        out["mem/cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
 
 
@@ -306,6 +303,9 @@ def summarize(records: list[dict[str, Any]], extra: dict[str, Any] | None = None
     peaks = [r["mem/peak_mib"] for r in steps if r.get("mem/peak_mib") is not None]
     if peaks:
         out["peak_mem_mib"] = max(peaks)
+    cuda_peaks = [r["mem/cuda_peak_mib"] for r in steps if r.get("mem/cuda_peak_mib") is not None]
+    if cuda_peaks:
+        out["peak_cuda_mem_mib"] = max(cuda_peaks)
     return out
 
 
@@ -325,7 +325,8 @@ def print_summary(summary: dict[str, Any], title: str = "training summary") -> N
         "eval_best": "validation reward, best",
         "eval_best_step": "  at step",
         "eval_last": "validation reward, last",
-        "peak_mem_mib": "peak memory (MiB)",
+        "peak_mem_mib": "peak host memory (MiB)",
+        "peak_cuda_mem_mib": "peak GPU memory (MiB)",
         "final": "final model",
         "best": "best model",
         "last_checkpoint": "last checkpoint",
