@@ -92,8 +92,8 @@ class FastDecoder:
         # 2-core CPU, 64 GSM8K prompts prefill in ~11 s with 1024 against ~15 s with 4096 (measured).
         self.prefill_tokens = prefill_tokens
         self.transposed_rows = 256  # up to this many rows, projections run as W @ xᵀ on CPU
-        light = isinstance(getattr(model, "weights", None), dict)  # a generation.light.LightModel
-        self.rotary = model.rotary if light else model.model.rotary_emb
+        self._light = isinstance(getattr(model, "weights", None), dict)  # a generation.light.LightModel
+        self.rotary = model.rotary if self._light else model.model.rotary_emb
         self.refresh()
 
     def _lin(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -110,7 +110,7 @@ class FastDecoder:
         model = self.model
         self.dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
-        if isinstance(getattr(model, "weights", None), dict):
+        if self._light:
             self._refresh_from_weights(model.weights)
             return
         with torch.no_grad():

@@ -52,13 +52,18 @@ def resolve_dtype(dtype: str, device: str):
     return getattr(torch, names[dtype])
 
 
+def _device_and_dtype(dtype: str, device: str):
+    """The concrete device and torch dtype for the user's ``--dtype`` / ``--device`` (both may be auto)."""
+    device = default_device() if device == "auto" else device
+    return device, resolve_dtype(dtype, device)
+
+
 def load_model(ref: str, *, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False):
     """Load (tokenizer, model, resolved path) from a model reference, safetensors only."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model(ref)
-    device = default_device() if device == "auto" else device
-    torch_dtype = resolve_dtype(dtype, device)
+    device, torch_dtype = _device_and_dtype(dtype, device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
@@ -84,8 +89,7 @@ def load_light(ref: str, *, dtype: str = "auto", device: str = "auto"):
     path = resolve_model(ref)
     if light_eligible(path) is not None:
         return None
-    device = default_device() if device == "auto" else device
-    torch_dtype = resolve_dtype(dtype, device)
+    device, torch_dtype = _device_and_dtype(dtype, device)
     try:
         return LightTokenizer(path), LightModel(path, dtype=torch_dtype, device=device), path
     except (OSError, ValueError, KeyError) as exc:

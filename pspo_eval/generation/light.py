@@ -91,7 +91,7 @@ def light_eligible(path: str | Path) -> str | None:
     template = _chat_template(p, tcfg)
     if template is not None and not isinstance(template, str):
         return "several named chat templates"
-    if isinstance(template, str) and "generation" in template and "{%" in template and "endgeneration" in template:
+    if isinstance(template, str) and "endgeneration" in template:
         return "chat template uses the {% generation %} tag"
     return None
 
@@ -243,6 +243,3 @@ class LightModel:
 
     def parameters(self):
         return iter(self.weights.values())
-
-    def weight(self, name: str):
-        return self.weights.get(name)
