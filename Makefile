@@ -37,7 +37,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy pspo_eval
 
 datasets: $(STAMP)
-	$(PY) scripts/build_datasets.py --raw ../shared/data/raw --out datasets
+	$(PY) scripts/build_datasets.py --raw ../shared/data/raw --out pspo_eval/resources/datasets
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -245,11 +245,14 @@ def _versions() -> dict:
 def git_revision() -> str | None:
     import subprocess
 
-    from pspo_eval.paths import REPO_DIR
+    from pspo_eval.paths import source_checkout
 
+    checkout = source_checkout()
+    if checkout is None:
+        return None
     try:
-        rev = subprocess.run(["git", "-C", str(REPO_DIR), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(REPO_DIR), "status", "--porcelain", "--untracked-files=no"],
+        rev = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None

@@ -93,16 +93,29 @@ class Experiment(BaseModel):
     report: ReportStage | None = None
 
 
+def resolve_experiment_path(spec: str | Path) -> Path:
+    """An experiment file path, or the name of a bundled one (``demo``, ``paper-0.5b``).
+
+    ``experiments/demo.yaml`` (the repository path before the data moved into the package) still
+    resolves to the bundled file when no such file exists in the current directory.
+    """
+    from pspo_eval.paths import experiments_dir
+
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
+    candidate = experiments_dir() / f"{stem}.yaml"
+    if path.parent in (Path("."), Path("experiments")) and candidate.is_file():
+        return candidate
+    known = ", ".join(sorted(p.stem for p in experiments_dir().glob("*.yaml")))
+    raise PspoError(f"experiment file {spec} not found", f"give a path to a YAML file or a bundled name: {known}")
+
+
 def load_experiment(path: str | Path) -> Experiment:
     import yaml
 
-    path = Path(path)
-    if not path.exists():
-        candidate = Path(__file__).resolve().parent.parent / "experiments" / f"{path}.yaml"
-        if candidate.exists():
-            path = candidate
-        else:
-            raise PspoError(f"experiment file {path} not found", "give a path like experiments/demo.yaml")
+    path = resolve_experiment_path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -112,7 +125,7 @@ def load_experiment(path: str | Path) -> Experiment:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise PspoError(f"{path}: {where}: {err['msg']}", "see experiments/demo.yaml for the format") from None
+        raise PspoError(f"{path}: {where}: {err['msg']}", "see `pspo-eval pipeline --help` and the bundled `demo` experiment for the format") from None
     # Relative paths in the file (out, report.out) are relative to the current directory.
     return exp
 
@@ -277,7 +290,7 @@ def run_pipeline(path: str | Path, *, stages: list[str] | None = None, verbose: 
 
 
 def pipeline(
-    config: Path = typer.Option(..., "--config", "-c", help="Experiment file, e.g. experiments/demo.yaml."),
+    config: str = typer.Option(..., "--config", "-c", help="Experiment file, or a bundled one's name (demo, paper-0.5b)."),
     stage: list[str] = typer.Option([], "--stage", help="Run only these stages (train, evaluate, judge, report). Repeatable."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Less progress output."),
 ) -> None:
@@ -296,14 +309,11 @@ def pipeline(
 
 
 def demo(
-    config: Path = typer.Option(Path("experiments/demo.yaml"), "--config", "-c", help="The demo experiment file."),
+    config: str = typer.Option("demo", "--config", "-c", help="The demo experiment: a file, or a bundled name."),
 ) -> None:
     """The CPU demo: short GR-PSPO and GRPO-clip runs of the demo model, evaluation, judging, report."""
     from pspo_eval.console import out_console
-    from pspo_eval.paths import REPO_DIR
-
-    path = config if config.exists() else REPO_DIR / config
-    out = run_pipeline(path)
+    out = run_pipeline(resolve_experiment_path(config))
     if out.get("report") is not None:
         report = out["report"]
         md = (report.out / "report.md")

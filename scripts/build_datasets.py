@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the normalized benchmark files in datasets/ from the authors' original releases.
+"""Build the normalized benchmark files in pspo_eval/resources/datasets/ from the authors' original releases.
 
     python scripts/build_datasets.py --raw ../shared/data/raw --out datasets
 
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--raw", type=Path, required=True, help="folder holding the original releases (see SOURCES.md)"
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder (the repository's datasets/)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (pspo_eval/resources/datasets in the repository)")
     args = parser.parse_args(argv)
     try:
         manifest = build(args.raw, args.out)

@@ -10,7 +10,7 @@ Public API (other subsystems import these names)::
     verify() -> list[FileCheck]          # (file, expected_sha, actual_sha, ok)
     dataset_checksum(name) -> str        # sha256 of the normalized file
 
-The normalized files live in :func:`pspo_eval.paths.datasets_dir` (``datasets/``); they are built
+The normalized files live in :func:`pspo_eval.paths.datasets_dir` (``pspo_eval/resources/datasets/``); they are built
 from the raw releases by ``scripts/build_datasets.py`` with the rules in :mod:`.normalize`.
 Nothing here imports the ``datasets`` library until a hub load is asked for.
 """

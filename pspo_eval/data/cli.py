@@ -23,7 +23,7 @@ app = typer.Typer(
 def list_command() -> None:
     """List the registered benchmarks: name, rows, license, and the hub dataset each maps to.
 
-    Commands load the bundled file under datasets/ by default; with --source hub (show, and the
+    Commands load the bundled file (pspo_eval/resources/datasets/) by default; with --source hub (show, and the
     evaluation commands) the same benchmark comes from the Hugging Face hub instead (SVAMP: the
     hub's 300-problem test split, not all 1,000).
     """
@@ -54,13 +54,13 @@ def list_command() -> None:
         console = Console(highlight=False, width=max(width, console.width))
     console.print(table)
     console.print(
-        "ASDiv is CC BY-NC 4.0: non-commercial use only, with attribution (see datasets/README.md)."
+        "ASDiv is CC BY-NC 4.0: non-commercial use only, with attribution (see pspo-eval's bundled datasets/README.md)."
     )
 
 
 @app.command("verify")
 def verify_command() -> None:
-    """Check every bundled file against the sha256 in datasets/MANIFEST.json (exit 1 if any differs)."""
+    """Check every bundled file against the sha256 in the bundled MANIFEST.json (exit 1 if any differs)."""
     from pspo_eval.console import err_console
     from pspo_eval.data import verify
 

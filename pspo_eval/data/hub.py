@@ -71,8 +71,7 @@ def hub_rows_to_problems(name: str, rows: Iterable[dict[str, Any]]) -> list[Prob
 def load_hub_rows(hub_id: str, config: str | None, split: str) -> list[dict[str, Any]]:
     """Rows of one hub split, via the ``datasets`` library; every failure is one PspoError line."""
     try:
-        # importlib, not `import datasets`: type checkers run from the repository root would resolve
-        # the name to the datasets/ data folder (a namespace package) instead of the library.
+        # importlib keeps this heavy import lazy and out of the type checker's way.
         datasets = importlib.import_module("datasets")
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
         raise PspoError(

@@ -1,6 +1,6 @@
 """The benchmark registry: which datasets exist, where their files are, what they may be used for.
 
-A benchmark is data, not code: one normalized JSON Lines file under ``datasets/`` (see
+A benchmark is data, not code: one normalized JSON Lines file under ``pspo_eval/resources/datasets/`` (see
 ``datasets/README.md``) plus one :class:`DatasetSpec` here naming it, its license and where the
 same benchmark lives on the Hugging Face hub.
 """

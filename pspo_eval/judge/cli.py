@@ -35,7 +35,7 @@ def judge(
         ..., "--judge",
         help="Judge spec, repeatable: 'local' (transformers serve + demo model), 'openai:MODEL', or 'URL::MODEL'.",
     ),
-    rubric: str = typer.Option("math_response_quality", "--rubric", help="Rubric file, or a name in rubrics/."),
+    rubric: str = typer.Option("math_response_quality", "--rubric", help="Rubric file, or a bundled rubric's name (math_response_quality, math_pairwise, math_response_quality_reference)."),
     per_dataset: int = typer.Option(None, "--per-dataset", help="Judge a seeded stratified sample of N problems per dataset."),
     repeats: int = typer.Option(1, "--repeats", help="Judge each item k times (seeds seed..seed+k-1)."),
     concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight per judge."),

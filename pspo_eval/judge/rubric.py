@@ -349,8 +349,10 @@ def resolve_rubric_path(spec: str | Path) -> Path:
     path = Path(spec).expanduser()
     if path.exists():
         return path
-    if not path.suffix and path.parent == Path("."):
-        for candidate in (rubrics_dir() / f"{spec}.yaml", rubrics_dir() / f"{spec}.yml"):
+    # A bare name, or ``rubrics/NAME.yaml`` (the repository path before rubrics moved into the package).
+    if path.parent in (Path("."), Path("rubrics")) and path.suffix in ("", ".yaml", ".yml"):
+        stem = path.name.removesuffix(path.suffix) if path.suffix else path.name
+        for candidate in (rubrics_dir() / f"{stem}.yaml", rubrics_dir() / f"{stem}.yml"):
             if candidate.exists():
                 return candidate
     known = ", ".join(sorted(p.stem for p in rubrics_dir().glob("*.yaml"))) if rubrics_dir().exists() else "none"

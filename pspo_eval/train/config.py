@@ -1,8 +1,8 @@
 """Training configuration: one pydantic model, YAML presets with inheritance, ``--set`` overrides.
 
-A training run is fully described by a :class:`TrainConfig`. Presets live in ``configs/`` as YAML;
+A training run is fully described by a :class:`TrainConfig`. Presets live in ``pspo_eval/resources/configs/`` as YAML;
 a preset may name a ``base:`` file (relative to itself) whose values it inherits and overrides, so
-the paper presets share one ``configs/paper/_base.yaml``. On top of a file, ``--set key.sub=value``
+the paper presets share one ``paper/_base.yaml``. On top of a file, ``--set key.sub=value``
 overrides change single fields (the value is parsed as YAML: ``5e-7`` is a float, ``null`` is None,
 ``[a, b]`` a list). Anything wrong (bad YAML, an unknown key, a value out of range) raises one
 :class:`~pspo_eval.errors.PspoError` naming the field path and the reason.
@@ -545,7 +545,7 @@ def presets_dir() -> Path:
 
 
 def list_presets() -> list[str]:
-    """Preset names relative to ``configs/`` (without .yaml), bases (``_*.yaml``) excluded."""
+    """Preset names relative to the presets folder (without .yaml), bases (``_*.yaml``) excluded."""
     root = presets_dir()
     names = [
         p.relative_to(root).with_suffix("").as_posix()
@@ -560,7 +560,9 @@ def resolve_config_path(spec: str | Path) -> Path:
     path = Path(spec).expanduser()
     if path.is_file():
         return path
-    for candidate in (presets_dir() / str(spec), presets_dir() / f"{spec}.yaml"):
+    # ``configs/NAME.yaml`` is the repository path from before the presets moved into the package.
+    name = str(spec).removeprefix("configs/")
+    for candidate in (presets_dir() / name, presets_dir() / f"{name}.yaml"):
         if candidate.is_file():
             return candidate
     close = difflib.get_close_matches(str(spec), list_presets(), n=3)
