@@ -464,3 +464,23 @@ def test_k3_is_nonnegative_and_zero_at_equality():
     assert torch.count_nonzero(same.grad) == 0
     tiny = kl_k3(torch.zeros(5), torch.tensor([1e-9, -1e-9, 1e-7, -1e-7, 0.0]))
     assert (tiny >= 0).all()
+
+
+def test_batch_scale_over_processes_equals_one_process():
+    """With advantage.scale=batch, N processes each holding whole groups must use the std of the
+    whole batch (one all-reduce of count, sum and sum of squares), not their own share's std."""
+    from pspo_eval.train.advantages import pooled_std
+
+    torch.manual_seed(0)
+    rewards = torch.rand(16) * 2
+    whole, _ = group_advantages(rewards, 4, scale="batch")
+    halves = rewards[:8], rewards[8:]
+    sums = [sum(v) for v in zip(*[[h.numel(), float(h.sum()), float((h**2).sum())] for h in halves])]
+    std = pooled_std(*sums)
+    assert std == pytest.approx(float(rewards.std()), rel=1e-6)
+    pooled = torch.cat([group_advantages(h, 4, scale="batch", batch_std=std)[0] for h in halves])
+    torch.testing.assert_close(pooled, whole, rtol=1e-5, atol=1e-6)
+    # Each process's own std gives a different step: the bug this replaces.
+    local = torch.cat([group_advantages(h, 4, scale="batch")[0] for h in halves])
+    assert not torch.allclose(local, whole, rtol=1e-3)
+    assert pooled_std(1, 3.0, 9.0) == 0.0

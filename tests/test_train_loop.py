@@ -595,7 +595,9 @@ def test_mean_reward_rises_on_the_demo_model(tiny, tmp_path, objective):
 @pytest.mark.slow
 def test_two_processes_through_accelerate_match_one(tiny, tmp_path):
     """`accelerate launch -m pspo_eval train` with 2 processes on CPU (gloo): each samples half of
-    every rollout, DDP averages; the result is the single-process run up to float rounding."""
+    every rollout, DDP averages; the result is the single-process run up to float rounding.
+    advantage.scale=batch is the setting where the processes must share a statistic (the batch's
+    reward std); with group scaling every group lies inside one process."""
     import os
     import shutil
     import subprocess
@@ -607,7 +609,8 @@ def test_two_processes_through_accelerate_match_one(tiny, tmp_path):
 
     if shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None:
         pytest.skip("accelerate is not installed")
-    cfg = cfg_for(tiny, train={"max_steps": 3, "micro_batch_size": 2}, checkpoint={"save_every": 1, "save_final": True})
+    cfg = cfg_for(tiny, train={"max_steps": 3, "micro_batch_size": 2}, checkpoint={"save_every": 1, "save_final": True},
+                  advantage={"scale": "batch"})
     path = tmp_path / "cfg.yaml"
     path.write_text(dump_config(cfg))
     env = {**os.environ, "PYTHONPATH": str(tiny[0]), "PSPO_EVAL_QUIET": "1"}
@@ -629,3 +632,16 @@ def test_two_processes_through_accelerate_match_one(tiny, tmp_path):
         "rollout-rank0.safetensors", "rollout-rank1.safetensors",
     }
     assert [r["step"] for r in read_metrics(tmp_path / "two")] == [1, 2, 3]
+
+
+def test_reference_matches_policy_at_step_zero_in_bf16(tiny, tmp_path):
+    """β > 0 with a bf16-autocast policy: the reference must compute what the policy computes before
+    the first update, so the first step's KL is exactly 0 (a bf16 copy of the weights made it > 0)."""
+    from pspo_eval.generation.hf import cpu_supports_bf16
+
+    if not cpu_supports_bf16():
+        pytest.skip("bf16 autocast on this CPU is emulated (slow); the path is the same on GPUs")
+    cfg = cfg_for(tiny, model={"dtype": "bfloat16"}, loss={"beta": 0.05}, train={"max_steps": 1})
+    Trainer(cfg, tmp_path, verbose=False).run()
+    (first,) = read_metrics(tmp_path)
+    assert first["kl"] == 0.0

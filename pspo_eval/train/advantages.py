@@ -39,6 +39,7 @@ def group_advantages(
     *,
     scale: str = "group",
     eps: float = 1e-4,
+    batch_std: float | None = None,
 ) -> tuple[Tensor, AdvantageStats]:
     """Advantages [N] for rewards [N] laid out as N/G consecutive groups of ``group_size`` completions.
 
@@ -47,7 +48,9 @@ def group_advantages(
     with std the group's std (``scale="group"``, GRPO), the whole batch's std (``"batch"``, as
     "PPO Lite", arXiv 2508.08221) or 1 with no eps (``"none"``, Dr. GRPO, arXiv 2503.20783). The std
     is the unbiased one (Bessel's correction), as ``torch.std`` and TRL compute it; eps = 1e-4 as TRL.
-    Groups with identical rewards get advantage exactly 0.
+    Groups with identical rewards get advantage exactly 0. ``batch_std`` overrides the std of
+    ``"batch"`` scaling: with several processes each holds a share of the batch, and the trainer
+    passes the std of the whole batch (:func:`pooled_std` over all-reduced sums).
     """
     if scale not in SCALES:
         raise PspoError(f"unknown advantage scale '{scale}'", f"use one of: {', '.join(SCALES)}")
@@ -71,7 +74,8 @@ def group_advantages(
     if scale == "group":
         advantages = centred / (group_std + eps)
     elif scale == "batch":
-        advantages = centred / (rewards.std() + eps)
+        std = float(rewards.std()) if batch_std is None else float(batch_std)
+        advantages = centred / (std + eps)
     else:
         advantages = centred
     advantages = torch.where(zero_std, torch.zeros_like(advantages), advantages)
@@ -87,6 +91,18 @@ def group_advantages(
         mean_group_std=float(group_std.mean()),
     )
     return advantages.reshape(-1), stats
+
+
+def pooled_std(count: float, total: float, total_sq: float) -> float:
+    """The unbiased std of a set of values from its count, sum and sum of squares.
+
+    These three add up across processes, so one all-reduce of them gives the std of the whole
+    multi-process batch: var = (Σx² − (Σx)²/n) / (n − 1).
+    """
+    if count < 2:
+        return 0.0
+    var = (total_sq - total * total / count) / (count - 1)
+    return max(var, 0.0) ** 0.5
 
 
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:

@@ -128,7 +128,9 @@ class LoraConfig(_Section):
 
     r: int = Field(default=16, ge=1, description="Adapter rank.")
     alpha: float = Field(default=32.0, gt=0, description="LoRA scaling numerator (lora_alpha).")
-    dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    # 0 by default: the μ > 1 updates of one rollout compare π_θ with π_old through the ratio, and
+    # dropout noise in π_θ would show up in that ratio (and in what clipping or smoothing acts on).
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input (0 for RL).")
     target_modules: list[str] | Literal["all-linear"] = Field(
         default="all-linear", description="Module names to adapt, or 'all-linear'."
     )

@@ -356,7 +356,7 @@ class Trainer:
         policy = load_policy(cfg.model, model_path=self.model_path, device=self.device, weights_from=self.resume_from)
         self.ref_model = None
         if cfg.loss.beta > 0:
-            self.ref_model = load_reference(cfg.model, model_path=self.model_path, device=self.device, dtype=self.amp)
+            self.ref_model = load_reference(cfg.model, model_path=self.model_path, device=self.device)
         self.model = self.dist.prepare_model(policy)
         # The prompt-sharing pass runs the model several times per micro-batch; DDP wants one forward
         # per backward, and transformers turns the cache off under gradient checkpointing.
@@ -521,6 +521,8 @@ class Trainer:
             eps=cfg.advantage.eps,
             pad_id=self.pad_id,
             device=self.device,
+            # One process: the batch's own std, computed exactly as before (bitwise-stable runs).
+            reduce_sum=self.dist.sum if self.dist.world_size > 1 else None,
         )
         if self.ref_model is not None or (cfg.loss.beta > 0 and cfg.model.lora is not None):
             self._reference_logprobs(batch)

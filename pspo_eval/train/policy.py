@@ -146,11 +146,16 @@ def load_policy(model_cfg, *, model_path: str, device: torch.device, weights_fro
     return model
 
 
-def load_reference(model_cfg, *, model_path: str, device: torch.device, dtype: torch.dtype | None):
-    """The frozen initial policy for the KL term (None with LoRA: the adapters are switched off instead)."""
+def load_reference(model_cfg, *, model_path: str, device: torch.device):
+    """The frozen initial policy for the KL term (None with LoRA: the adapters are switched off instead).
+
+    Loaded in float32 like the policy's master weights and run under the same autocast, so that it
+    computes exactly what the policy computes at step 0 (KL = 0). A bf16 copy would differ in every op
+    that autocast keeps in float32 (norms, embeddings), and KL would start above zero.
+    """
     if model_cfg.lora is not None:
         return None
-    ref = load_causal_lm(model_path, dtype=dtype or torch.float32, attn_implementation=model_cfg.attn_implementation)
+    ref = load_causal_lm(model_path, dtype=torch.float32, attn_implementation=model_cfg.attn_implementation)
     ref.to(device).eval()
     for p in ref.parameters():
         p.requires_grad_(False)

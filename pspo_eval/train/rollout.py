@@ -31,7 +31,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from pspo_eval.errors import PspoError, require
-from pspo_eval.train.advantages import AdvantageStats, group_advantages
+from pspo_eval.train.advantages import AdvantageStats, group_advantages, pooled_std
 
 # ---------------------------------------------------------------------------------------------------
 # Seeds, prompt order, prompt text
@@ -545,8 +545,13 @@ def make_rollout(
     eps: float,
     pad_id: int,
     device: torch.device,
+    reduce_sum: Callable[[list[float]], list[float]] | None = None,
 ) -> RolloutBatch:
-    """Sample G completions for each problem, score them, compute advantages (one rollout)."""
+    """Sample G completions for each problem, score them, compute advantages (one rollout).
+
+    ``reduce_sum`` sums a list of floats over all training processes; with ``scale="batch"`` it
+    makes the std that of the whole batch, so that N processes take exactly the single-process step.
+    """
     G = num_generations
     requests = [prompt_ids[p] for p in range(len(problems)) for _ in range(G)]
     seeds = [completion_seed(seed, rollout_index, problems[p].id, g) for p in range(len(problems)) for g in range(G)]
@@ -562,7 +567,11 @@ def make_rollout(
     golds = [str(problems[p].answer) for p in range(len(problems)) for _ in range(G)]
     total, parts = reward_set(texts, golds)
     rewards = torch.tensor(total, dtype=torch.float32)
-    advantages, stats = group_advantages(rewards, G, scale=scale, eps=eps)
+    batch_std = None
+    if scale == "batch" and reduce_sum is not None:
+        n, total, total_sq = reduce_sum([float(rewards.numel()), float(rewards.sum()), float((rewards**2).sum())])
+        batch_std = pooled_std(n, total, total_sq)
+    advantages, stats = group_advantages(rewards, G, scale=scale, eps=eps, batch_std=batch_std)
     p_ids, p_mask = pad_left(requests, pad_id)
     c_ids, c_mask = pad_right([s.token_ids for s in sampled], pad_id)
     return RolloutBatch(
