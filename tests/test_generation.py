@@ -196,3 +196,24 @@ def test_vllm_backend_missing_is_one_line_error():
         make_backend("vllm", "smollm2-135m-instruct")
     assert "pip install 'pspo-eval[vllm]'" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_stop_set_with_and_without_the_end_of_turn_token():
+    """rollout.stop=eos (TRL's, and so the paper's, stop set) leaves out the chat template's
+    end-of-turn token; the default also stops there."""
+    from transformers import AutoTokenizer
+
+    from pspo_eval.generation.hf import stop_token_ids
+    from pspo_eval.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
+    # As in a base Qwen2.5: EOS is <|endoftext|>, while the chat template ends turns with <|im_end|>.
+    tok.eos_token = "<|endoftext|>"
+    eos, im_end = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")
+    assert eos != im_end and "<|im_end|>" in tok.chat_template
+
+    class NoGenerationConfig:
+        generation_config = None
+
+    assert stop_token_ids(tok, NoGenerationConfig()) == sorted({eos, im_end})
+    assert stop_token_ids(tok, NoGenerationConfig(), end_of_turn=False) == [eos]

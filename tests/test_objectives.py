@@ -198,11 +198,11 @@ def test_cispo_truncates_the_weight_but_keeps_the_gradient():
     ratio = torch.tensor([[0.2, 1.0, 3.0, 9.0]])
     old = torch.full_like(ratio, -1.0)
     adv = torch.tensor([2.0])
-    grad = _grad("cispo", old + torch.log(ratio), old, adv, epsilon_high=4.0)
+    grad = _grad("cispo", old + torch.log(ratio), old, adv, max_weight=5.0)
     assert grad[0].tolist() == pytest.approx([-0.4, -2.0, -6.0, -10.0], rel=1e-5)  # weight min(r, 5) * -A
-    grad = _grad("cispo", old + torch.log(ratio), old, adv, epsilon_low=0.5, epsilon_high=1.0)
+    grad = _grad("cispo", old + torch.log(ratio), old, adv, epsilon_low=0.5, max_weight=2.0)
     assert grad[0].tolist() == pytest.approx([-1.0, -2.0, -4.0, -4.0], rel=1e-5)  # weight clip(r, .5, 2)
-    stats = ratio_stats("cispo", old + torch.log(ratio), old, adv, epsilon_high=4.0)
+    stats = ratio_stats("cispo", old + torch.log(ratio), old, adv, max_weight=5.0)
     assert stats["truncated"][0].tolist() == [False, False, False, True]
 
 

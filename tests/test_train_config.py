@@ -93,6 +93,9 @@ def test_paper_presets_have_the_paper_settings(objective, size):
     assert cfg.total_steps(7000) == cfg.train.epochs * 437 * iterations
     assert cfg.optim.schedule == "linear"
     assert cfg.eval.every == 100 and cfg.eval.select_best and cfg.checkpoint.save_every == 100
+    # disk: the newest 3 step checkpoints (best/ and final/ are separate copies); the authors' stop set
+    assert cfg.checkpoint.keep_last == 3
+    assert cfg.rollout.stop == "eos"
 
 
 def test_clip_as_run_presets_differ_exactly_as_described():
@@ -388,3 +391,15 @@ def test_summary_reports_host_and_gpu_peaks_separately():
     assert "peak_cuda_mem_mib" not in cpu_only
     # On CPU no CUDA figure is recorded (and CUDA is never initialised for it).
     assert set(peak_memory("cpu")) == {"mem/peak_mib"} and peak_memory("cpu")["mem/peak_mib"] > 0
+
+
+def test_cispo_cap_uses_trls_convention_and_the_old_key_says_so():
+    """objective.cispo_max_weight is the cap itself (TRL's epsilon_high for cispo), so a value copied
+    from TRL means the same here; the old key, whose value meant cap - 1, is refused with that hint."""
+    from pspo_eval.train.config import load_config
+
+    cfg = load_config("demo-cpu", overrides=["objective.name=cispo", "objective.cispo_max_weight=5"])
+    assert cfg.objective.params() == {"epsilon_low": None, "max_weight": 5.0}
+    with pytest.raises(PspoError) as info:
+        load_config("demo-cpu", overrides=["objective.cispo_epsilon_high=4"])
+    assert "cispo_max_weight" in info.value.one_line() and "+ 1" in info.value.one_line()

@@ -96,8 +96,9 @@ def load_light(ref: str, *, dtype: str = "auto", device: str = "auto"):
         raise PspoError(f"could not load model '{ref}': {exc}", "check the checkpoint directory's files") from exc
 
 
-def stop_token_ids(tokenizer, model) -> list[int]:
-    """EOS ids from the generation config and tokenizer, plus the chat template's end-of-turn token."""
+def stop_token_ids(tokenizer, model, *, end_of_turn: bool = True) -> list[int]:
+    """EOS ids from the generation config and tokenizer, plus (``end_of_turn``) the chat template's
+    end-of-turn token, such as ``<|im_end|>``."""
     ids: set[int] = set()
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for value in (gen_eos, tokenizer.eos_token_id):
@@ -105,7 +106,7 @@ def stop_token_ids(tokenizer, model) -> list[int]:
             ids.add(value)
         elif isinstance(value, (list, tuple)):
             ids.update(int(v) for v in value)
-    template = getattr(tokenizer, "chat_template", None) or ""
+    template = (getattr(tokenizer, "chat_template", None) or "") if end_of_turn else ""
     for token in END_OF_TURN_TOKENS:
         if token in template:
             tid = tokenizer.convert_tokens_to_ids(token)

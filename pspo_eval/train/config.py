@@ -66,9 +66,11 @@ OBJECTIVE_DEFAULTS: dict[str, dict[str, float | None]] = {
     # GSPO paper (Zheng et al. 2025, arXiv 2507.18071, sec. 5.1): sequence-ratio clip 3e-4 / 4e-4.
     "gspo": {"epsilon": 3e-4, "epsilon_high": 4e-4},
     # CISPO (MiniMax-M1, arXiv 2506.13585): no lower bound on the IS weight ("we did not impose a lower
-    # bound ... set epsilon_low large"); the paper gives no number for epsilon_high, so we use 4, i.e.
-    # the IS weight is truncated at 1 + 4 = 5, ScaleRL's value (arXiv 2510.13786; insensitive over 4..8).
-    "cispo": {"epsilon_low": None, "epsilon_high": 4.0},
+    # bound ... set epsilon_low large"); the paper gives no number for the upper one, so the IS weight
+    # is truncated at 5, ScaleRL's value (arXiv 2510.13786; insensitive over 5..9). max_weight is the
+    # cap itself, the meaning TRL gives its `epsilon_high` for cispo, so a value copied from TRL means
+    # the same here.
+    "cispo": {"epsilon_low": None, "max_weight": 5.0},
     # SAPO (Gao et al. 2025, arXiv 2511.20347): tau_pos = 1.0, tau_neg = 1.05 (tau_neg > tau_pos).
     "sapo": {"tau_pos": 1.0, "tau_neg": 1.05},
 }
@@ -109,6 +111,8 @@ def check_objective_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
                 f"objective '{name}': delta must be > 1 (got {value})",
                 "dual clip bounds the loss of negative-advantage tokens at delta*A; use e.g. 3",
             )
+        if key == "max_weight" and value <= 0:
+            raise PspoError(f"objective '{name}': max_weight must be > 0 (got {value})", "5 is the default")
         if key.startswith("tau") and value <= 0:
             raise PspoError(f"objective '{name}': {key} must be > 0 (got {value})")
     return out
@@ -209,7 +213,9 @@ class ObjectiveConfig(_Section):
     cispo_epsilon_low: float | None = Field(
         default=None, description="cispo: IS-weight lower bound 1-x; null = none."
     )
-    cispo_epsilon_high: float = Field(default=4.0, description="cispo: IS weight truncated at 1 + this.")
+    cispo_max_weight: float = Field(
+        default=5.0, description="cispo: the IS weight is truncated at this value (TRL's epsilon_high for cispo)."
+    )
     sapo_tau_pos: float = Field(default=1.0, description="sapo: gate temperature for positive advantages.")
     sapo_tau_neg: float = Field(default=1.05, description="sapo: gate temperature for negative advantages.")
 
@@ -220,7 +226,7 @@ class ObjectiveConfig(_Section):
             "clip": {"epsilon": self.epsilon, "epsilon_high": self.epsilon_high, "delta": self.delta},
             "noclip": {},
             "gspo": {"epsilon": self.gspo_epsilon, "epsilon_high": self.gspo_epsilon_high},
-            "cispo": {"epsilon_low": self.cispo_epsilon_low, "epsilon_high": self.cispo_epsilon_high},
+            "cispo": {"epsilon_low": self.cispo_epsilon_low, "max_weight": self.cispo_max_weight},
             "sapo": {"tau_pos": self.sapo_tau_pos, "tau_neg": self.sapo_tau_neg},
         }
         return check_objective_params(self.name, table[self.name])
@@ -237,7 +243,7 @@ class ObjectiveConfig(_Section):
             ("gspo_epsilon", "gspo", {"epsilon": self.gspo_epsilon}),
             ("gspo_epsilon_high", "gspo", {"epsilon_high": self.gspo_epsilon_high}),
             ("cispo_epsilon_low", "cispo", {"epsilon_low": self.cispo_epsilon_low}),
-            ("cispo_epsilon_high", "cispo", {"epsilon_high": self.cispo_epsilon_high}),
+            ("cispo_max_weight", "cispo", {"max_weight": self.cispo_max_weight}),
             ("sapo_tau_pos", "sapo", {"tau_pos": self.sapo_tau_pos}),
             ("sapo_tau_neg", "sapo", {"tau_neg": self.sapo_tau_neg}),
         ]
@@ -293,6 +299,12 @@ class RolloutConfig(_Section):
     temperature: float = 0.8
     top_p: float = 0.9
     top_k: int | None = Field(default=None, ge=1, description="null = no top-k filtering.")
+    stop: Literal["eos", "eos+end_of_turn"] = Field(
+        default="eos+end_of_turn",
+        description="Where a completion ends: the tokenizer's and generation config's EOS ids only "
+        "(what TRL does, and so the paper's runs), or also the chat template's end-of-turn token "
+        "(<|im_end|>, <|eot_id|>, ...).",
+    )
     generation_batch_size: int | None = Field(
         default=None,
         ge=1,
@@ -665,8 +677,17 @@ _SYNONYMS = {
 }
 
 
+# Keys whose meaning changed when they were renamed: a plain "did you mean" would hide that.
+_RENAMED = {
+    "cispo_epsilon_high": "it is now objective.cispo_max_weight, the cap itself (TRL's epsilon_high for "
+    "cispo): use your old value + 1",
+}
+
+
 def _unknown_key(path: str, key: str, options: list[str]) -> PspoError:
     full = f"{path}.{key}" if path else key
+    if key in _RENAMED:
+        return PspoError(f"unknown config key '{full}'", _RENAMED[key])
     near = difflib.get_close_matches(key, options, n=3, cutoff=0.6)
     synonym = _SYNONYMS.get(key)
     if synonym is not None:

@@ -382,7 +382,7 @@ class Trainer:
         # -- rollout machinery ---------------------------------------------------------------------
         from pspo_eval.generation.hf import stop_token_ids
 
-        self.stop_ids = stop_token_ids(self.tokenizer, self.policy)
+        self.stop_ids = stop_token_ids(self.tokenizer, self.policy, end_of_turn=cfg.rollout.stop == "eos+end_of_turn")
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.generator = self._make_generator()
         dataset_name = self.train_problems[0].dataset if self.train_problems else None

@@ -159,9 +159,9 @@ def gspo_loss(
     return -torch.minimum(s_token * adv, clipped * adv)
 
 
-def _cispo_weight(ratio: Tensor, epsilon_low: float | None, epsilon_high: float) -> Tensor:
+def _cispo_weight(ratio: Tensor, epsilon_low: float | None, max_weight: float) -> Tensor:
     low = None if epsilon_low is None else 1.0 - epsilon_low
-    return torch.clamp(ratio, min=low, max=1.0 + epsilon_high)
+    return torch.clamp(ratio, min=low, max=max_weight)
 
 
 def cispo_loss(
@@ -170,21 +170,22 @@ def cispo_loss(
     advantages: Tensor,
     *,
     epsilon_low: float | None = None,
-    epsilon_high: float = 4.0,
+    max_weight: float = 5.0,
     mask: Tensor | None = None,
 ) -> Tensor:
     """CISPO (MiniMax-M1, arXiv 2506.13585): clip the importance weight, not the update; keep every token.
 
-        r̂ = clip(r, 1 − ε_low, 1 + ε_high)          (ε_low = None: no lower bound, as in the paper)
+        r̂ = clip(r, 1 − ε_low, w_max)          (ε_low = None: no lower bound, as in the paper)
         loss = −sg(r̂) · A · logp
 
     The gradient is −r̂·A·∇log π for every token: never zero (unlike clip), with a weight truncated at
-    1 + ε_high. Defaults: no lower bound (MiniMax-M1 sets ε_low "large"); ε_high = 4, i.e. the weight
-    is truncated at 5 as in ScaleRL (arXiv 2510.13786), since MiniMax-M1 reports no value. At r = 1
+    w_max (``max_weight``: the cap itself, which TRL calls ``epsilon_high`` for cispo). Defaults: no
+    lower bound (MiniMax-M1 sets ε_low "large"); w_max = 5 as in ScaleRL (arXiv 2510.13786), since
+    MiniMax-M1 reports no value. At r = 1
     the gradient is the policy gradient −A·∇log π. The loss *value* (∝ log π) is not comparable with
     the other objectives' values; only its gradient is meaningful.
     """
-    weight = _cispo_weight(_ratio(logp, old_logp).detach(), epsilon_low, epsilon_high)
+    weight = _cispo_weight(_ratio(logp, old_logp).detach(), epsilon_low, max_weight)
     return -weight * _col(advantages) * logp
 
 
@@ -250,7 +251,7 @@ def _gspo_stats(ratio: Tensor, adv: Tensor, p: dict, log_s: Tensor | None) -> di
 
 
 def _cispo_stats(ratio: Tensor, adv: Tensor, p: dict, log_s: Tensor | None) -> dict[str, Tensor]:
-    weight = _cispo_weight(ratio, p["epsilon_low"], p["epsilon_high"])
+    weight = _cispo_weight(ratio, p["epsilon_low"], p["max_weight"])
     return {"is_weight": weight, "truncated": weight != ratio}
 
 
