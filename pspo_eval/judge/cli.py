@@ -107,12 +107,14 @@ def import_command(
     gold: str = typer.Option(None, "--gold", help="Mark this judge (e.g. the human annotators) as the run's gold."),
 ) -> None:
     """Store human annotations or another tool's verdicts as judgment records; a bad line writes nothing."""
-    from pspo_eval.judge.importer import import_verdicts
+    from pspo_eval.judge.importer import import_verdicts, read_lines
     from pspo_eval.store import RunStore
 
+    lines = read_lines(input_path)  # a bad line stops here, before the run directory is touched
     out.mkdir(parents=True, exist_ok=True)
     with RunStore(out).locked("pspo-eval judge import"):
-        summary = import_verdicts(input_path, out, dataset=dataset, rubric=rubric, criterion=criterion, gold=gold)
+        summary = import_verdicts(input_path, out, dataset=dataset, rubric=rubric, criterion=criterion, gold=gold,
+                                  lines=lines)
     typer.echo(f"imported {summary.lines} line(s) as {summary.records} judgment(s) ({summary.written} new, "
                f"{summary.failures} unparsed) from {len(summary.judges)} judge(s) into {summary.run_dir}")
 

@@ -220,13 +220,14 @@ def build_records(lines: list[ImportLine], *, dataset: str = "imported", rubric:
 
 def import_verdicts(input_path: str | Path, out: str | Path, *, dataset: str = "imported",
                     rubric: str = IMPORT_RUBRIC, criterion: str = DEFAULT_CRITERION,
-                    gold: str | None = None) -> ImportSummary:
+                    gold: str | None = None, lines: list[ImportLine] | None = None) -> ImportSummary:
     """Validate the whole file, then append its records to ``out`` (created if missing).
 
     Re-importing a file appends nothing new (records are keyed by judge, item, pair and repeat).
     ``gold`` names the judge the report compares every other judge with (stored in the manifest).
+    ``lines``: the file already read by :func:`read_lines` (the CLI validates before it locks ``out``).
     """
-    lines = read_lines(input_path)
+    lines = read_lines(input_path) if lines is None else lines
     records = build_records(lines, dataset=dataset, rubric=rubric, criterion=criterion)
     if gold is not None and gold not in {r.judge for r in records}:
         raise PspoError(f"--gold {gold!r} is not a judge in {input_path}",

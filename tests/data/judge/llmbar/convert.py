@@ -34,4 +34,4 @@ if __name__ == "__main__":
     root = Path(sys.argv[1])
     for name, (folder, protocol, evaluators) in SETS.items():
         rows = convert(root, folder, protocol, evaluators)
-        Path(name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        Path(name).write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
