@@ -1,0 +1,73 @@
+"""The judge stage's pairing (--pairs baseline | all), response lengths in records, and the logprob call site."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from judge_helpers import make_run, sample
+
+from pspo_eval.errors import PspoError
+from pspo_eval.judge.client import ChatReply
+from pspo_eval.judge.records import Usage
+from pspo_eval.judge.rubric import load_rubric
+from pspo_eval.judge.run import _build_items, _expected, _tasks_for, judge_run
+from pspo_eval.judge.select import load_samples, pick_responses
+from pspo_eval.judge.specs import parse_judge_spec
+from pspo_eval.store import RunStore
+
+
+def _three_models(tmp_path: Path) -> dict:
+    rows = [sample(m, f"p{i}", f"{m} says 3 + 4 = 7 " + "." * (10 * k) + "\n#### 7")
+            for k, m in enumerate(["a", "b", "c"]) for i in range(2)]
+    store = RunStore(make_run(tmp_path, rows))
+    return pick_responses(load_samples(store))
+
+
+def test_all_pairs_is_a_round_robin_and_baseline_mode_a_star(tmp_path):
+    chosen = _three_models(tmp_path)
+    rubric = load_rubric("math_pairwise")
+    all_pairs = _build_items(rubric, chosen, {}, None, "all")
+    pairs = sorted((i.base["model"], i.base["baseline"], i.base["problem_id"]) for i in all_pairs)
+    assert pairs == sorted((m, b, p) for p in ("p0", "p1") for m, b in (("b", "a"), ("c", "a"), ("c", "b")))
+    assert all(len(i.orders) == 2 for i in all_pairs)  # each pair asked in both orders
+    # order 0 shows the baseline first, order 1 the candidate first
+    item = next(i for i in all_pairs if i.base["model"] == "c" and i.base["baseline"] == "a")
+    first, second = item.orders[0][-1]["content"], item.orders[1][-1]["content"]
+    assert first.index("a says") < first.index("c says") and second.index("c says") < second.index("a says")
+    star = _build_items(rubric, chosen, {}, "a", "baseline")
+    assert sorted((i.base["model"], i.base["baseline"]) for i in star) == [("b", "a"), ("b", "a"), ("c", "a"),
+                                                                            ("c", "a")]
+
+
+def test_records_carry_both_responses_lengths(tmp_path):
+    chosen = _three_models(tmp_path)
+    items = _build_items(load_rubric("math_pairwise"), chosen, {}, None, "all")
+    spec = parse_judge_spec("http://127.0.0.1:9/v1::m")
+    task = next(t for t in _tasks_for(spec, load_rubric("math_pairwise"), items, repeats=1, seed=0, temperature=0.0,
+                                      max_tokens=64) if t.base["model"] == "c" and t.base["baseline"] == "a")
+    c, a = chosen[("c", "gsm8k", "p0")], chosen[("a", "gsm8k", "p0")]
+    assert (task.base["response_chars"], task.base["baseline_chars"]) == (len(c["response"]), len(a["response"]))
+    assert (task.base["response_tokens"], task.base["baseline_tokens"]) == (20, 20)  # the samples' completion_tokens
+    absolute = _build_items(load_rubric("math_response_quality"), chosen, {}, None)
+    assert absolute[0].base["response_chars"] == len(absolute[0].forbidden[0])
+    assert "baseline_chars" not in absolute[0].base
+
+
+def test_pairs_must_be_baseline_or_all(tmp_path):
+    _three_models(tmp_path)
+    with pytest.raises(PspoError, match="--pairs must be"):
+        judge_run(tmp_path, ["http://127.0.0.1:9/v1::m"], "math_pairwise", pairs="some")
+
+
+def test_expected_scores_are_read_from_the_reply_when_it_has_logprobs():
+    rubric = load_rubric("math_response_quality")
+    content = '{"overall_quality": 4}'
+    reply = ChatReply(content=content, finish_reason="stop", refusal=None, usage=Usage(), latency_s=0.0)
+    assert _expected(rubric, reply) is None  # today's client: no top_logprobs attribute, the sampled score stays
+    tokens = ['{"', "overall_quality", '":', " ", "4", "}"]
+    reply.top_logprobs = [{t: 0.0} for t in tokens]  # what the SDK client will add
+    reply.top_logprobs[4] = {"4": math.log(0.75), "5": math.log(0.25)}
+    assert _expected(rubric, reply) == pytest.approx({"overall_quality": 4.25})
+    assert _expected(load_rubric("math_pairwise"), reply) is None  # pairwise verdicts have no scale
