@@ -71,3 +71,47 @@ def test_expected_scores_are_read_from_the_reply_when_it_has_logprobs():
     reply.top_logprobs[4] = {"4": math.log(0.75), "5": math.log(0.25)}
     assert _expected(rubric, reply) == pytest.approx({"overall_quality": 4.25})
     assert _expected(load_rubric("math_pairwise"), reply) is None  # pairwise verdicts have no scale
+
+
+def test_report_shows_agreement_with_people_length_control_and_the_panel(tmp_path):
+    """The issue's "done when": human labels imported for a sample, two judges on it, one report."""
+    from pspo_eval.judge.importer import import_verdicts
+    from pspo_eval.judge.records import Judgment
+    from pspo_eval.report.judging import judge_section
+    from pspo_eval.report.load import load_runs
+
+    rows = []
+    for i in range(12):
+        rows.append(sample("grpo", f"p{i}", "3 + 4 = 7\n#### 7"))
+        rows.append(sample("pspo", f"p{i}", "Tom has 3 apples; buying 4 more gives 3 + 4 = 7.\n#### 7"))
+    run = make_run(tmp_path / "run", rows)
+    people = [1, 1, -1, 1, 0, 1, -1, 1, 1, -1, 1, 1]
+    votes = {"j1": people[:10] + [0, 1], "j2": [1, 1, -1, 1, 1, 1, 1, 1, -1, -1, 1, 1]}
+    records = []
+    for judge, values in votes.items():
+        for i, v in enumerate(values):
+            key = f"{judge}|{i}"
+            records.append(Judgment(
+                key=key, item_key=key, model="pspo", baseline="grpo", dataset="gsm8k", problem_id=f"p{i}",
+                sample_key=f"pspo|gsm8k|p{i}|t0|0", setting="t0", judge=judge, rubric="math_pairwise",
+                rubric_version="1", rubric_hash="h", mode="pairwise", prompt_hash="p", temperature=0.0, seed=0,
+                max_tokens=64, structured="prompt", outcome="ok", scores={"overall_quality": v}, flags={},
+                flips={"overall_quality": False}, response_chars=48, baseline_chars=17))
+    RunStore(run).shard("judgments", "llm", "math_pairwise").append(records)
+    winners = {1: "b", 0: "tie", -1: "a"}
+    labels = tmp_path / "people.jsonl"
+    labels.write_text("".join(
+        f'{{"item_id": "p{i}", "judge": "people", "model_a": "grpo", "model_b": "pspo", "winner": "{winners[v]}"}}\n'
+        for i, v in enumerate(people)))
+    import_verdicts(labels, run, dataset="gsm8k", gold="people")
+    section = judge_section(load_runs([run]), n_boot=200, bt_boot=50)
+    tables = {t.name: t for t in section.tables}
+    gold = tables["judge_gold_0"]
+    assert [r["judge"] for r in gold.records] == ["j1", "j2", "panel(j1+j2)"]
+    j1 = gold.records[0]
+    assert j1["n"] == 12 and j1["accuracy"] == pytest.approx(11 / 12)  # j1 differs from people on p10 only
+    assert "judge_panel" in tables and "judge_length_bias" in tables
+    pairwise = {(r["judge"], r["model"]): r for r in tables["judge_pairwise"].records}
+    assert pairwise[("j2", "pspo")]["length_unit"] == "chars"
+    assert pairwise[("j2", "pspo")]["win_low"] <= pairwise[("j2", "pspo")]["win_rate"]
+    assert ("panel(j1+j2)", "pspo") in pairwise and ("people", "pspo") in pairwise
