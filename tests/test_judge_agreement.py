@@ -223,3 +223,14 @@ def test_gold_agreement_by_hand(tmp_path):
     tied = gold_agreement(frame, "people", tie_failures=True, n_boot=50)["judges"]["llm"]
     assert (tied["n"], tied["failures"], tied["accuracy"]) == (5, 0, pytest.approx(3 / 5))
     assert report["kappa_matrix"]["llm|people"] == pytest.approx(r["kappa"])
+
+
+def test_expected_scores_skip_a_score_split_over_two_tokens():
+    tokens = ['{"', "q", '":', " ", "1", "0", "}"]
+    top = [{t: 0.0} for t in tokens]
+    top[4] = {"1": math.log(0.9), "9": math.log(0.1)}
+    assert ag.expected_scores("".join(tokens), top, {"q": (1, 10)}) is None
+    tokens[4:6] = ["10"]
+    top = [{t: 0.0} for t in tokens]
+    top[4] = {"10": math.log(0.5), "9": math.log(0.5)}
+    assert ag.expected_scores("".join(tokens), top, {"q": (1, 10)}) == {"q": pytest.approx(9.5)}

@@ -244,20 +244,21 @@ def expected_value(alternatives: dict[str, float], low: int, high: int) -> float
     return sum(s * p for s, p in mass.items()) / total
 
 
-def _token_offsets(content: str, top_logprobs: Sequence[dict[str, float]]) -> list[int] | None:
-    """Character offset in ``content`` where each generated token starts, or None if they do not line up.
+def _token_offsets(content: str, top_logprobs: Sequence[dict[str, float]]) -> list[tuple[int, str]] | None:
+    """(offset in ``content``, sampled token) of each generated token, or None if they do not line up.
 
     The endpoint gives only the alternatives at each position; the sampled token is the alternative
     that continues ``content`` (the most probable one when several do).
     """
-    offsets, at = [], 0
+    tokens, at = [], 0
     for alternatives in top_logprobs:
-        offsets.append(at)
         fitting = [(lp, tok) for tok, lp in alternatives.items() if tok and content.startswith(tok, at)]
         if not fitting:
             return None
-        at += len(max(fitting)[1])
-    return offsets
+        token = max(fitting)[1]
+        tokens.append((at, token))
+        at += len(token)
+    return tokens
 
 
 def expected_scores(content: str | None, top_logprobs: Sequence[dict[str, float]] | None,
@@ -266,22 +267,27 @@ def expected_scores(content: str | None, top_logprobs: Sequence[dict[str, float]
 
     ``content`` is the judge's reply (JSON with ``"criterion": 4``), ``top_logprobs`` the top-K
     alternatives of each generated token (``ChatReply.top_logprobs``), ``scale`` criterion -> (low,
-    high). Criteria whose score token cannot be located are left out; None when none can (or the
-    endpoint gave no log-probabilities).
+    high). A criterion is left out when its score cannot be located, or when the token there does
+    not spell the whole number (a "10" split into "1" and "0": the alternatives of "1" are not a
+    distribution over the scale). None when no criterion is left (or the endpoint gave no
+    log-probabilities).
     """
     if not content or not top_logprobs:
         return None
-    offsets = _token_offsets(content, top_logprobs)
-    if offsets is None:
+    tokens = _token_offsets(content, top_logprobs)
+    if tokens is None:
         return None
     out: dict[str, float] = {}
     for criterion, (low, high) in scale.items():
-        match = re.search(r'"' + re.escape(criterion) + r'"\s*:\s*"?(\d)', content)
+        match = re.search(r'"' + re.escape(criterion) + r'"\s*:\s*"?(\d+)', content)
         if match is None:
             continue
         start = match.start(1)
-        position = max((i for i, o in enumerate(offsets) if o <= start), default=None)
+        position = max((i for i, (o, _) in enumerate(tokens) if o <= start), default=None)
         if position is None:
+            continue
+        offset, token = tokens[position]
+        if not token.strip(' \t\n":') == match.group(1) or offset + len(token) < match.end(1):
             continue
         value = expected_value(top_logprobs[position], low, high)
         if value is not None:
