@@ -1,25 +1,31 @@
 """Reading judgments back from the run store, and aggregating them (``pspo-eval judge`` prints it; the report renders it).
 
 :func:`load_judgments` returns one row per judged item (the final record when there is one, else
-the latest ``api_error``). :func:`aggregate` turns those rows into plain tables:
+the latest ``api_error``). :func:`aggregate` turns those rows into plain tables. First, every
+item's repeats are combined (majority for pairwise, a split making a tie; mean for scores), so an
+item counts once in every statistic and ``--repeats`` never narrows an interval; every interval is a
+95% percentile bootstrap over items (problems).
 
 - ``outcomes``: per judge × rubric × model, the count of every outcome (zeros included) — failures
   are counted, never scored;
-- ``scores``: per judge × rubric × model × criterion, the mean over items (repeats averaged per item
-  first) with a percentile-bootstrap 95% interval over items;
+- ``scores``: per judge × rubric × model × criterion, the mean over items with its interval;
 - ``flags``: the rate of each flag among ``ok`` items, plus the tool's own ``injection_attempt``
   detection over all items;
-- ``pairwise``: win/tie/loss of each model against the baseline per criterion, with the
-  position-flip rate (the share of ok pairs whose two orders disagreed, counted as ties);
+- ``pairwise``: win/tie/loss per model pair and criterion, win rate (a tie counts half), tie rate and
+  position-flip rate (the share of pairs whose two orders disagreed, counted as ties), each with an
+  interval, and the length-controlled win rate (:func:`.agreement.length_controlled_win_rate`);
 - ``bradley_terry``: Bradley–Terry strengths (log-odds, mean 0) with bootstrap intervals, per criterion;
+- ``length_bias``: per judge, how often its decisive verdicts chose the longer response;
 - ``agreement``: with several judges, per criterion: Cohen's kappa (unweighted and quadratic) for
-  each pair of judges and Krippendorff's alpha (ordinal) over all of them;
+  each pair of judges and Krippendorff's alpha (ordinal) over all of them, with intervals;
+- ``panel``: with several of our own judges, the support of their panel verdict (:mod:`.panel`); the
+  panel itself appears as one more judge in the score, pairwise, Bradley–Terry and length tables;
 - ``self_consistency``: with repeats, per judge and criterion (exact agreement, spread, alpha);
 - ``contradictions``: items whose ``grader_check`` score (e.g. mathematical soundness) contradicts the
   grader: top quarter of the scale but the final answer is wrong, or bottom quarter but it is right.
 
-All statistics come from :mod:`pspo_eval.stats`; every row can be traced back to its records
-through ``(judge, rubric, model, dataset, problem_id)``.
+Agreement with a gold rater (people) is :mod:`.gold`. Every row can be traced back to its records
+through ``(judge, rubric, model, baseline, dataset, problem_id)``.
 """
 
 from __future__ import annotations

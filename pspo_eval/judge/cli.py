@@ -164,6 +164,11 @@ def print_agreement(report: dict) -> None:
                       f"[{_fmt(alpha_ci[0])}, {_fmt(alpha_ci[1])}] on {report['alpha_n']} items")
 
 
+def _rate(row: dict, key: str, prefix: str) -> str:
+    """'0.62 [0.51, 0.73]' from a pairwise row's rate and its ``<prefix>_low`` / ``<prefix>_high``."""
+    return f"{_fmt(row[key])} [{_fmt(row[f'{prefix}_low'])}, {_fmt(row[f'{prefix}_high'])}]"
+
+
 def _with_ci(row: dict, key: str) -> str:
     """'0.955 [0.920, 0.985]' for a statistic and its interval (three digits: published figures have 0.1%)."""
     if row.get(key) is None:
@@ -234,12 +239,30 @@ def print_summary(summary) -> None:  # noqa: ANN001 - JudgeSummary (imported laz
         out_console.print(t)
 
     if not agg.pairwise.empty:
-        t = Table(title="Pairwise vs baseline (win/tie/loss; disagreeing orders count as ties)")
-        for col in ("judge", "model", "baseline", "criterion", "W", "T", "L", "win rate", "flip rate"):
-            t.add_column(col, justify="right" if len(col) <= 9 and col not in ("judge", "model", "baseline") else "left")
+        t = Table(title="Pairwise (items: repeats combined; disagreeing orders count as ties) [95% bootstrap CI]")
+        for col in ("judge", "model", "vs", "criterion", "W", "T", "L", "win rate", "LC win rate", "tie rate",
+                    "flip rate"):
+            t.add_column(col, justify="left" if col in ("judge", "model", "vs", "criterion") else "right")
         for r in agg.pairwise.to_dict(orient="records"):
             t.add_row(r["judge"], r["model"], r["baseline"], r["criterion"], str(r["wins"]), str(r["ties"]),
-                      str(r["losses"]), _fmt(r["win_rate"]), _fmt(r["flip_rate"]))
+                      str(r["losses"]), _rate(r, "win_rate", "win"), _rate(r, "lc_win_rate", "lc"),
+                      _rate(r, "tie_rate", "tie"), _rate(r, "flip_rate", "flip"))
+        out_console.print(t)
+    if not agg.length_bias.empty:
+        t = Table(title="Longer response preferred, among decisive verdicts [95% bootstrap CI]")
+        for col in ("judge", "criterion", "decisive", "longer preferred", "unit"):
+            t.add_column(col)
+        for r in agg.length_bias.to_dict(orient="records"):
+            t.add_row(r["judge"], r["criterion"], str(r["decisive"]),
+                      f"{_fmt(r['rate'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", str(r["length_unit"]))
+        out_console.print(t)
+    if not agg.panel.empty:
+        t = Table(title="Panels: share of judges backing the panel verdict [95% bootstrap CI]")
+        for col in ("panel", "criterion", "items", "support", "unanimous"):
+            t.add_column(col)
+        for r in agg.panel.to_dict(orient="records"):
+            t.add_row(r["judge"], r["criterion"], str(r["n_items"]),
+                      f"{_fmt(r['support'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", _fmt(r["unanimous"]))
         out_console.print(t)
     if not agg.bradley_terry.empty:
         t = Table(title="Bradley–Terry strength (log-odds) [95% bootstrap CI]")
@@ -250,12 +273,13 @@ def print_summary(summary) -> None:  # noqa: ANN001 - JudgeSummary (imported laz
                       f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
         out_console.print(t)
     if not agg.agreement.empty:
-        t = Table(title="Agreement between judges")
+        t = Table(title="Agreement between judges [95% bootstrap CI]")
         for col in ("criterion", "judges", "n", "kappa", "kappa (quadratic)", "alpha (ordinal)"):
             t.add_column(col)
         for r in agg.agreement.to_dict(orient="records"):
-            t.add_row(r["criterion"], r["judges"], str(r["n_items"]), _fmt(r["kappa"]), _fmt(r["kappa_quadratic"]),
-                      _fmt(r["alpha"]))
+            t.add_row(r["criterion"], r["judges"], str(r["n_items"]),
+                      f"{_fmt(r['kappa'])} [{_fmt(r['kappa_low'])}, {_fmt(r['kappa_high'])}]",
+                      _fmt(r["kappa_quadratic"]), f"{_fmt(r['alpha'])} [{_fmt(r['alpha_low'])}, {_fmt(r['alpha_high'])}]")
         out_console.print(t)
     if not agg.self_consistency.empty:
         t = Table(title="Self-consistency over repeats")
