@@ -115,3 +115,26 @@ def test_report_shows_agreement_with_people_length_control_and_the_panel(tmp_pat
     assert pairwise[("j2", "pspo")]["length_unit"] == "chars"
     assert pairwise[("j2", "pspo")]["win_low"] <= pairwise[("j2", "pspo")]["win_rate"]
     assert ("panel(j1+j2)", "pspo") in pairwise and ("people", "pspo") in pairwise
+
+
+def test_all_pairs_run_end_to_end_on_a_loopback_endpoint(tmp_path):
+    """--pairs all through judge_run: 3 pairs x 2 problems, both orders each, records with lengths, BT over all."""
+    import json
+
+    from judge_fault_server import FaultServer
+
+    keys = ["overall_quality", "constraint_adherence", "logical_coherence", "mathematical_soundness", "clarity",
+            "conciseness"]
+    _three_models(tmp_path)
+    with FaultServer(verdict={"rationale": "A is better", **{k: "A" for k in keys}}) as server:
+        summary = judge_run(tmp_path, [server.spec()], "math_pairwise", pairs="all", concurrency=1,
+                            backoff_base=0.01, timeout=5.0)
+        sent = len(server.judge_requests())
+        again = judge_run(tmp_path, [server.spec()], "math_pairwise", pairs="all", backoff_base=0.01, timeout=5.0)
+        assert len(server.judge_requests()) == sent  # a rerun sends nothing
+    assert sent == 12 and summary.judged == 6 and again.cached == 6
+    shard = next((tmp_path / "judgments").rglob("*.jsonl"))
+    records = [json.loads(line) for line in shard.read_text().splitlines()]
+    assert sorted({(r["model"], r["baseline"]) for r in records}) == [("b", "a"), ("c", "a"), ("c", "b")]
+    assert all(r["baseline_chars"] and r["response_chars"] and r["flips"]["overall_quality"] for r in records)
+    assert set(summary.aggregation.bradley_terry["model"]) == {"a", "b", "c"}
