@@ -158,7 +158,8 @@ def test_pandalm_published_inter_annotator_kappa(tmp_path):
                                "--gold", "annotator-1"]).exit_code == 0
     result = runner.invoke(app, ["judge", "agreement", "--run", str(out), "--json", str(report), "--n-boot", "100"])
     assert result.exit_code == 0, result.output
-    data = json.loads(report.read_text())
+    data = json.loads(report.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert data["judges"]["annotator-2"]["positional_agreement"] is None  # one order each: undefined, not NaN
     kappa = data["kappa_matrix"]
     assert round(kappa["annotator-1|annotator-2"], 2) == 0.85
     assert round(kappa["annotator-1|annotator-3"], 2) == 0.88

@@ -43,6 +43,9 @@ from pspo_eval import stats
 from pspo_eval.judge.agreement import (
     alpha_or_nan,
     bootstrap_cis,
+    confusion,
+    encode,
+    kappa_from_confusion,
     length_controlled_win_rate,
     longer_preferred,
     majority,
@@ -370,11 +373,12 @@ _AGREEMENT_COLS = ["rubric", "criterion", "judges", "n_items", "kappa", "kappa_l
 
 def _pair_agreement(r1: list, r2: list, labels: list | None, *, n_boot: int, seed: int) -> dict[str, float]:
     x, y = np.array(r1, dtype=object), np.array(r2, dtype=object)
+    cats = labels or sorted(set(r1) | set(r2))
+    gx, gy, size = encode(r1, r2, cats)
 
-    def on(idx: np.ndarray) -> dict[str, float]:
-        a, b = list(x[idx]), list(y[idx])
-        return {"kappa": _safe(stats.cohens_kappa, a, b, labels=labels),
-                "alpha": _safe(stats.krippendorff_alpha, [a, b], level="ordinal")}
+    def on(idx: np.ndarray) -> dict[str, float]:  # kappa by counting codes: the bootstrap refits it 200 times
+        return {"kappa": kappa_from_confusion(confusion(gx[idx], gy[idx], size)),
+                "alpha": _safe(stats.krippendorff_alpha, [list(x[idx]), list(y[idx])], level="ordinal")}
 
     point = on(np.arange(len(r1)))
     ci = bootstrap_cis(len(r1), on, n_boot=n_boot, seed=seed)

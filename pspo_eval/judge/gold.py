@@ -199,6 +199,17 @@ def gold_agreement(frame: pd.DataFrame, gold: str, *, criterion: str | None = No
     labels = _labels(raters, pairwise)
     judges = {name: _versus_gold(raters[gold_name], r, labels, n_boot=n_boot, seed=seed)
               for name, r in raters.items() if name != gold_name}
-    return {"gold": gold_name, "criterion": criterion, "tie_failures": tie_failures,
-            "n_gold": len(raters[gold_name].verdicts), "gold_failures": len(raters[gold_name].failures),
-            "judges": judges, **_matrix(raters, labels, n_boot=n_boot, seed=seed)}
+    return _no_nan({"gold": gold_name, "criterion": criterion, "tie_failures": tie_failures,
+                    "n_gold": len(raters[gold_name].verdicts), "gold_failures": len(raters[gold_name].failures),
+                    "judges": judges, **_matrix(raters, labels, n_boot=n_boot, seed=seed)})
+
+
+def _no_nan(value: Any) -> Any:
+    """NaN (undefined: e.g. positional agreement of a rater who saw one order) as None, so the JSON is valid."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
