@@ -164,6 +164,40 @@ def print_agreement(report: dict) -> None:
                       f"[{_fmt(alpha_ci[0])}, {_fmt(alpha_ci[1])}] on {report['alpha_n']} items")
 
 
+def _print_pairwise(agg) -> None:  # noqa: ANN001 - Aggregation (imported lazily)
+    """Win/tie/flip rates with intervals and the LC win rate, length preference, and panel support."""
+    from rich.table import Table
+
+    from pspo_eval.console import out_console
+
+    if not agg.pairwise.empty:
+        t = Table(title="Pairwise (items: repeats combined; disagreeing orders count as ties) [95% bootstrap CI]")
+        for col in ("judge", "model", "vs", "criterion", "W", "T", "L", "win rate", "LC win rate", "tie rate",
+                    "flip rate"):
+            t.add_column(col, justify="left" if col in ("judge", "model", "vs", "criterion") else "right")
+        for r in agg.pairwise.to_dict(orient="records"):
+            t.add_row(r["judge"], r["model"], r["baseline"], r["criterion"], str(r["wins"]), str(r["ties"]),
+                      str(r["losses"]), _rate(r, "win_rate", "win"), _rate(r, "lc_win_rate", "lc"),
+                      _rate(r, "tie_rate", "tie"), _rate(r, "flip_rate", "flip"))
+        out_console.print(t)
+    if not agg.length_bias.empty:
+        t = Table(title="Longer response preferred, among decisive verdicts [95% bootstrap CI]")
+        for col in ("judge", "criterion", "decisive", "longer preferred", "unit"):
+            t.add_column(col)
+        for r in agg.length_bias.to_dict(orient="records"):
+            t.add_row(r["judge"], r["criterion"], str(r["decisive"]),
+                      f"{_fmt(r['rate'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", str(r["length_unit"]))
+        out_console.print(t)
+    if not agg.panel.empty:
+        t = Table(title="Panels: share of judges backing the panel verdict [95% bootstrap CI]")
+        for col in ("panel", "criterion", "items", "support", "unanimous"):
+            t.add_column(col)
+        for r in agg.panel.to_dict(orient="records"):
+            t.add_row(r["judge"], r["criterion"], str(r["n_items"]),
+                      f"{_fmt(r['support'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", _fmt(r["unanimous"]))
+        out_console.print(t)
+
+
 def _rate(row: dict, key: str, prefix: str) -> str:
     """'0.62 [0.51, 0.73]' from a pairwise row's rate and its ``<prefix>_low`` / ``<prefix>_high``."""
     return f"{_fmt(row[key])} [{_fmt(row[f'{prefix}_low'])}, {_fmt(row[f'{prefix}_high'])}]"
@@ -238,32 +272,7 @@ def print_summary(summary) -> None:  # noqa: ANN001 - JudgeSummary (imported laz
             t.add_row(judge, model, *(cells.get(f, "–") for f in flags))
         out_console.print(t)
 
-    if not agg.pairwise.empty:
-        t = Table(title="Pairwise (items: repeats combined; disagreeing orders count as ties) [95% bootstrap CI]")
-        for col in ("judge", "model", "vs", "criterion", "W", "T", "L", "win rate", "LC win rate", "tie rate",
-                    "flip rate"):
-            t.add_column(col, justify="left" if col in ("judge", "model", "vs", "criterion") else "right")
-        for r in agg.pairwise.to_dict(orient="records"):
-            t.add_row(r["judge"], r["model"], r["baseline"], r["criterion"], str(r["wins"]), str(r["ties"]),
-                      str(r["losses"]), _rate(r, "win_rate", "win"), _rate(r, "lc_win_rate", "lc"),
-                      _rate(r, "tie_rate", "tie"), _rate(r, "flip_rate", "flip"))
-        out_console.print(t)
-    if not agg.length_bias.empty:
-        t = Table(title="Longer response preferred, among decisive verdicts [95% bootstrap CI]")
-        for col in ("judge", "criterion", "decisive", "longer preferred", "unit"):
-            t.add_column(col)
-        for r in agg.length_bias.to_dict(orient="records"):
-            t.add_row(r["judge"], r["criterion"], str(r["decisive"]),
-                      f"{_fmt(r['rate'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", str(r["length_unit"]))
-        out_console.print(t)
-    if not agg.panel.empty:
-        t = Table(title="Panels: share of judges backing the panel verdict [95% bootstrap CI]")
-        for col in ("panel", "criterion", "items", "support", "unanimous"):
-            t.add_column(col)
-        for r in agg.panel.to_dict(orient="records"):
-            t.add_row(r["judge"], r["criterion"], str(r["n_items"]),
-                      f"{_fmt(r['support'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", _fmt(r["unanimous"]))
-        out_console.print(t)
+    _print_pairwise(agg)
     if not agg.bradley_terry.empty:
         t = Table(title="Bradley–Terry strength (log-odds) [95% bootstrap CI]")
         for col in ("judge", "criterion", "model", "score", "CI"):

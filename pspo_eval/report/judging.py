@@ -158,43 +158,10 @@ def judge_section(coll: Collection, *, n_boot: int = 2000, bt_boot: int = 500, s
     section.tables += _pairwise_tables(agg)
     section.tables += _panel_tables(agg)
 
-    # Agreement between judges, and of each judge with itself.
-    agreement = agg.agreement
-    if not agreement.empty:
-        section.tables.append(Table(
-            "judge_agreement", "Agreement between judges",
-            ["Rubric", "Criterion", "Judges", "Items", "Cohen κ", "κ (quadratic)", "Krippendorff α"],
-            [[Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")), Cell(str(r["judges"])),
-              Cell(str(int(r["n_items"]))), Cell(num(r["kappa"]), _ci(r["kappa_low"], r["kappa_high"])),
-              Cell(num(r["kappa_quadratic"])), Cell(num(r["alpha"]), _ci(r["alpha_low"], r["alpha_high"]))]
-             for _, r in agreement.iterrows()],
-            "Cohen's κ (unweighted and quadratic-weighted) per pair of judges and Krippendorff's α (ordinal), "
-            "each item's repeats combined first (majority; scores: mean rounded to the scale), with 95% bootstrap "
-            "intervals over items.", align=["l", "l", "l", "r", "r", "r", "r"],
-            records=[{k: _clean(v) for k, v in r.items()} for _, r in agreement.iterrows()]))
-    consistency = agg.self_consistency
-    if not consistency.empty:
-        section.tables.append(Table(
-            "judge_self_consistency", "Judge self-consistency (repeats)",
-            ["Judge", "Rubric", "Criterion", "Items", "Exact agreement %", "Mean SD", "Krippendorff α"],
-            [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
-              Cell(str(int(r["n_items"]))), Cell(pct(r["agreement"])), Cell(num(r["mean_std"])), Cell(num(r["alpha"]))]
-             for _, r in consistency.iterrows()],
-            "Agreement of a judge with itself when asked the same item several times.",
-            align=["l", "l", "l", "r", "r", "r", "r"],
-            records=[{k: _clean(v) for k, v in r.items()} for _, r in consistency.iterrows()]))
+    # Agreement between judges, of each judge with itself, with the gold judge; contradictions.
+    section.tables += _agreement_tables(agg)
     section.tables += _gold_tables(coll, frame, n_boot=n_boot, seed=seed)
-    contradictions = agg.contradictions
-    if not contradictions.empty:
-        counts = contradictions.groupby(["judge", "rubric", "model", "kind"]).size().reset_index(name="items")
-        section.tables.append(Table(
-            "judge_contradictions", "Judge vs grader contradictions",
-            ["Judge", "Rubric", "Model", "Kind", "Items"],
-            [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["model"])), Cell(str(r["kind"])),
-              Cell(str(int(r["items"])))] for _, r in counts.iterrows()],
-            "Items where the judge's soundness score contradicts the grader's verdict on the final answer "
-            "(listed one by one in the CSV).", align=["l", "l", "l", "l", "r"],
-            records=[{k: _clean(v) for k, v in r.items()} for _, r in contradictions.iterrows()]))
+    section.tables += _contradiction_tables(agg)
     return section
 
 
@@ -309,4 +276,50 @@ def _gold_tables(coll: Collection, frame: Any, *, n_boot: int, seed: int) -> lis
             f"Krippendorff's α over all raters: {num(report['alpha'])} ({_ci(*alpha_ci)}). 95% bootstrap "
             "intervals over items; failures are left out and counted.", align=["l"] + ["r"] * 7,
             records=[{"judge": n, **{k: v for k, v in r.items() if k != "ci"}} for n, r in report["judges"].items()]))
+    return tables
+
+
+def _agreement_tables(agg: Any) -> list[Table]:
+    """Kappa and alpha between judges (with intervals), and each judge's agreement with itself over repeats."""
+    tables: list[Table] = []
+    agreement = agg.agreement
+    if not agreement.empty:
+        tables.append(Table(
+            "judge_agreement", "Agreement between judges",
+            ["Rubric", "Criterion", "Judges", "Items", "Cohen κ", "κ (quadratic)", "Krippendorff α"],
+            [[Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")), Cell(str(r["judges"])),
+              Cell(str(int(r["n_items"]))), Cell(num(r["kappa"]), _ci(r["kappa_low"], r["kappa_high"])),
+              Cell(num(r["kappa_quadratic"])), Cell(num(r["alpha"]), _ci(r["alpha_low"], r["alpha_high"]))]
+             for _, r in agreement.iterrows()],
+            "Cohen's κ (unweighted and quadratic-weighted) per pair of judges and Krippendorff's α (ordinal), "
+            "each item's repeats combined first (majority; scores: mean rounded to the scale), with 95% bootstrap "
+            "intervals over items.", align=["l", "l", "l", "r", "r", "r", "r"],
+            records=[{k: _clean(v) for k, v in r.items()} for _, r in agreement.iterrows()]))
+    consistency = agg.self_consistency
+    if not consistency.empty:
+        tables.append(Table(
+            "judge_self_consistency", "Judge self-consistency (repeats)",
+            ["Judge", "Rubric", "Criterion", "Items", "Exact agreement %", "Mean SD", "Krippendorff α"],
+            [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
+              Cell(str(int(r["n_items"]))), Cell(pct(r["agreement"])), Cell(num(r["mean_std"])), Cell(num(r["alpha"]))]
+             for _, r in consistency.iterrows()],
+            "Agreement of a judge with itself when asked the same item several times.",
+            align=["l", "l", "l", "r", "r", "r", "r"],
+            records=[{k: _clean(v) for k, v in r.items()} for _, r in consistency.iterrows()]))
+    return tables
+
+
+def _contradiction_tables(agg: Any) -> list[Table]:
+    tables: list[Table] = []
+    contradictions = agg.contradictions
+    if not contradictions.empty:
+        counts = contradictions.groupby(["judge", "rubric", "model", "kind"]).size().reset_index(name="items")
+        tables.append(Table(
+            "judge_contradictions", "Judge vs grader contradictions",
+            ["Judge", "Rubric", "Model", "Kind", "Items"],
+            [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["model"])), Cell(str(r["kind"])),
+              Cell(str(int(r["items"])))] for _, r in counts.iterrows()],
+            "Items where the judge's soundness score contradicts the grader's verdict on the final answer "
+            "(listed one by one in the CSV).", align=["l", "l", "l", "l", "r"],
+            records=[{k: _clean(v) for k, v in r.items()} for _, r in contradictions.iterrows()]))
     return tables
