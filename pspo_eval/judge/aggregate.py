@@ -14,7 +14,8 @@ item counts once in every statistic and ``--repeats`` never narrows an interval;
 - ``pairwise``: win/tie/loss per model pair and criterion, win rate (a tie counts half), tie rate and
   position-flip rate (the share of pairs whose two orders disagreed, counted as ties), each with an
   interval, and the length-controlled win rate (:func:`.agreement.length_controlled_win_rate`);
-- ``bradley_terry``: Bradley–Terry strengths (log-odds, mean 0) with bootstrap intervals, per criterion;
+- ``bradley_terry``: Bradley–Terry strengths (log-odds, mean 0), per criterion, with intervals from
+  a bootstrap over problems (all of a problem's comparisons together);
 - ``length_bias``: per judge, how often its decisive verdicts chose the longer response;
 - ``agreement``: with several judges, per criterion: Cohen's kappa (unweighted and quadratic) for
   each pair of judges and Krippendorff's alpha (ordinal) over all of them, with intervals;
@@ -328,19 +329,47 @@ def _bradley_terry(ok: pd.DataFrame, *, n_boot: int, seed: int, confidence: floa
     for (judge, rubric), group in ok.groupby(["judge", "rubric"], sort=True):
         group = group[group["baseline"].map(lambda b: isinstance(b, str) and bool(b))]
         for criterion in _keys_in_order(group["scores"]):
-            comparisons = [(item[0], item[1], (e["verdict"] + 1) / 2) for _, g in group.groupby(["model", "baseline"])
-                           for item, e in _pair_items(g, criterion).items()]
-            if not comparisons:
+            by_problem: dict[tuple, list[tuple[str, str, float]]] = {}
+            for _, g in group.groupby(["model", "baseline"]):
+                for item, e in _pair_items(g, criterion).items():
+                    by_problem.setdefault((item[2], item[3]), []).append((item[0], item[1], (e["verdict"] + 1) / 2))
+            if not by_problem:
                 continue
-            fitted = stats.bradley_terry_ci(comparisons, n_boot=n_boot, seed=seed, confidence=confidence)
+            fitted = _bt_by_problem(by_problem, n_boot=n_boot, seed=seed, confidence=confidence)
             counts: dict[str, int] = {}
-            for a, b, _ in comparisons:
+            for a, b, _ in (c for cs in by_problem.values() for c in cs):
                 counts[a] = counts.get(a, 0) + 1
                 counts[b] = counts.get(b, 0) + 1
             for model, (score, low, high) in sorted(fitted.items(), key=lambda kv: -kv[1][0]):
                 rows.append({"judge": judge, "rubric": rubric, "criterion": criterion, "model": model,
                              "score": score, "ci_low": low, "ci_high": high, "comparisons": counts.get(model, 0)})
     return pd.DataFrame(rows, columns=cols)
+
+
+def _bt_by_problem(by_problem: dict[tuple, list[tuple[str, str, float]]], *, n_boot: int, seed: int,
+                   confidence: float) -> dict[str, tuple[float, float, float]]:
+    """Bradley–Terry scores with a cluster bootstrap over problems: {model: (score, low, high)}.
+
+    With ``--pairs all`` one problem yields a comparison for every pair of models, and those share
+    the problem's difficulty; resampling whole problems (not single comparisons, as
+    :func:`pspo_eval.stats.bradley_terry_ci` does) keeps the interval honest. A model absent from a
+    resample is left out of that replicate.
+    """
+    problems = list(by_problem.values())
+    point = stats.bradley_terry([c for cs in problems for c in cs])
+    rng = np.random.default_rng(seed)
+    replicates: dict[str, list[float]] = {name: [] for name in point}
+    for _ in range(n_boot):
+        drawn = [c for i in rng.integers(0, len(problems), len(problems)) for c in problems[i]]
+        for name, value in stats.bradley_terry(drawn).items():
+            replicates[name].append(value)
+    tail = (1.0 - confidence) / 2.0
+    out = {}
+    for name, score in point.items():
+        values = replicates[name]
+        low, high = np.quantile(values, [tail, 1.0 - tail]) if len(values) >= 10 else (float("nan"), float("nan"))
+        out[name] = (score, float(low), float(high))
+    return out
 
 
 def _combined_value(group: pd.DataFrame, criterion: str) -> dict[tuple, Any]:
