@@ -234,3 +234,17 @@ def test_expected_scores_skip_a_score_split_over_two_tokens():
     top = [{t: 0.0} for t in tokens]
     top[4] = {"10": math.log(0.5), "9": math.log(0.5)}
     assert ag.expected_scores("".join(tokens), top, {"q": (1, 10)}) == {"q": pytest.approx(9.5)}
+
+
+def test_expected_scores_are_averaged_next_to_the_sampled_ones(tmp_path):
+    records = []
+    for i, (score, expected) in enumerate([(4, 3.6), (5, None), (3, 3.2)]):
+        key = f"j|m|p{i}"
+        records.append(Judgment(
+            key=key, item_key=key, model="m", dataset="d", problem_id=f"p{i}", sample_key=key, setting="t0",
+            judge="j", rubric="r", rubric_version="1", rubric_hash="h", mode="absolute", prompt_hash="p",
+            temperature=0.0, seed=0, max_tokens=64, structured="json_schema", outcome="ok", scores={"s": score},
+            flags={}, scale={"s": [1, 5]}, expected_scores={"s": expected} if expected is not None else None))
+    row = aggregate(_frame(tmp_path, records), n_boot=100).scores.iloc[0]
+    assert row["mean"] == pytest.approx(4.0)
+    assert (row["expected_n"], row["expected_mean"]) == (2, pytest.approx(3.4))

@@ -184,7 +184,9 @@ def _per_item_means(group: pd.DataFrame, column: str, key: str) -> list[float]:
 
 
 def _scores(ok: pd.DataFrame, *, n_boot: int, seed: int, confidence: float) -> pd.DataFrame:
-    cols = ["judge", "rubric", "model", "criterion", "n", "mean", "ci_low", "ci_high"]
+    """Mean score per criterion with its interval; ``expected_mean`` averages the probability-weighted
+    scores over the ``expected_n`` items that have them (endpoints with log-probabilities)."""
+    cols = ["judge", "rubric", "model", "criterion", "n", "mean", "ci_low", "ci_high", "expected_n", "expected_mean"]
     rows = []
     for (judge, rubric, model), group in ok.groupby(["judge", "rubric", "model"], sort=True):
         criteria = _keys_in_order(group["scores"])
@@ -193,8 +195,10 @@ def _scores(ok: pd.DataFrame, *, n_boot: int, seed: int, confidence: float) -> p
             if not values:
                 continue
             mean, low, high = stats.mean_ci_bootstrap(values, confidence=confidence, n_boot=n_boot, seed=seed)
+            expected = _per_item_means(group, "expected_scores", criterion) if "expected_scores" in group else []
             rows.append({"judge": judge, "rubric": rubric, "model": model, "criterion": criterion,
-                         "n": len(values), "mean": mean, "ci_low": low, "ci_high": high})
+                         "n": len(values), "mean": mean, "ci_low": low, "ci_high": high, "expected_n": len(expected),
+                         "expected_mean": sum(expected) / len(expected) if expected else float("nan")})
     return pd.DataFrame(rows, columns=cols)
 
 
