@@ -6,10 +6,12 @@ Public API::
     load_judgments(run_dir, *, rubric=None, judges=None) -> pandas.DataFrame   # one row per judged item
     aggregate(frame) -> Aggregation                                            # tables (DataFrames)
     load_rubric(path_or_name) -> Rubric                                        # validated; .verdict_model, .verdict_schema
+    import_verdicts(input_path, out, *, dataset=..., gold=None) -> ImportSummary  # human labels, other tools
+    gold_agreement(frame, gold, *, criterion=None, tie_failures=False) -> dict   # agreement with people
     Judgment                                                                   # the stored record
 
 See docs/judging.md for the rubric format, judge specs, the structured-output strategy, outcomes,
-cache keys, aggregation and the injection defence. Submodules are imported on first use so that
+cache keys, aggregation, agreement with people, length control, panels and the injection defence. Submodules are imported on first use so that
 importing this package stays cheap (the CLI's ``--help`` must be fast).
 """
 
@@ -19,16 +21,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from pspo_eval.judge.aggregate import Aggregation, aggregate, load_judgments
+    from pspo_eval.judge.gold import gold_agreement
+    from pspo_eval.judge.importer import ImportSummary, import_verdicts
     from pspo_eval.judge.records import Judgment
     from pspo_eval.judge.rubric import Rubric, load_rubric
     from pspo_eval.judge.run import JudgeSummary, judge_run
 
-__all__ = ["Aggregation", "JudgeSummary", "Judgment", "Rubric", "aggregate", "judge_run", "load_judgments", "load_rubric"]
+__all__ = ["Aggregation", "ImportSummary", "JudgeSummary", "Judgment", "Rubric", "aggregate", "gold_agreement",
+           "import_verdicts", "judge_run", "load_judgments", "load_rubric"]
 
 _WHERE = {
     "Aggregation": "aggregate", "aggregate": "aggregate", "load_judgments": "aggregate",
     "Judgment": "records", "Rubric": "rubric", "load_rubric": "rubric",
-    "JudgeSummary": "run", "judge_run": "run",
+    "JudgeSummary": "run", "judge_run": "run", "gold_agreement": "gold", "ImportSummary": "importer",
+    "import_verdicts": "importer",
 }
 
 

@@ -1,6 +1,10 @@
 """``pspo-eval judge``: parse options, hold the run lock, call :func:`judge_run`, print the aggregation.
 
-Heavy imports (pandas, httpx, the stage itself) happen inside the command so ``pspo-eval --help``
+``pspo-eval judge --run RUN --judge SPEC`` judges (the group's own options, as before);
+``pspo-eval judge import`` stores external verdicts (human labels, other tools) as judgments;
+``pspo-eval judge agreement`` compares every judge with a gold one.
+
+Heavy imports (pandas, httpx, the stage itself) happen inside the commands so ``pspo-eval --help``
 stays fast.
 """
 
@@ -29,10 +33,18 @@ def _parse_prices(values: list[str]) -> dict[str, tuple[float, float]]:
     return prices
 
 
-def judge(
-    run: Path = typer.Option(..., "--run", help="The run directory (the --out of `pspo-eval evaluate`)."),
+judge = typer.Typer(
+    name="judge", invoke_without_command=True, no_args_is_help=False, add_completion=False,
+    rich_markup_mode=None, help="Judge a run's responses with LLM judges; import verdicts; agreement with people.",
+)
+
+
+@judge.callback()
+def _judge(
+    ctx: typer.Context,
+    run: Path = typer.Option(None, "--run", help="The run directory (the --out of `pspo-eval evaluate`)."),
     judges: list[str] = typer.Option(
-        ..., "--judge",
+        None, "--judge",
         help="Judge spec, repeatable: 'local' (transformers serve + demo model), 'openai:MODEL', or 'URL::MODEL'.",
     ),
     rubric: str = typer.Option("math_response_quality", "--rubric", help="Rubric file, or a bundled rubric's name (math_response_quality, math_pairwise, math_response_quality_reference)."),
@@ -49,6 +61,8 @@ def judge(
     datasets: list[str] = typer.Option(None, "--dataset", help="Only these datasets (repeatable)."),
     setting: str = typer.Option(None, "--setting", help="Judge this sampling setting (default: the greedy one)."),
     baseline: str = typer.Option(None, "--baseline", help="Pairwise rubrics: the model every other is compared with."),
+    pairs: str = typer.Option("baseline", "--pairs",
+                              help="Pairwise rubrics: 'baseline' (each model vs --baseline) or 'all' (round-robin)."),
     api_key_env: str = typer.Option(None, "--api-key-env", help="Environment variable holding the key of URL::MODEL judges."),
     price: list[str] = typer.Option(None, "--price", help="Judge price MODEL=IN/OUT in USD per 1M tokens (repeatable)."),
     structured: str = typer.Option("auto", "--structured", help="auto (probe), json_schema, json_object or prompt."),
@@ -57,6 +71,11 @@ def judge(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of tables."),
 ) -> None:
     """Judge a run's responses with LLM judges under a rubric; reruns only judge what is missing."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if run is None or not judges:
+        raise PspoError("pspo-eval judge needs --run RUN_DIR and at least one --judge SPEC",
+                        "or a subcommand: `pspo-eval judge import …`, `pspo-eval judge agreement …`")
     from pspo_eval.judge.run import judge_run
     from pspo_eval.store import RunStore
 
@@ -66,7 +85,7 @@ def judge(
         summary = judge_run(
             run, judges, rubric, per_dataset=per_dataset, repeats=repeats, concurrency=concurrency, timeout=timeout,
             max_retries=max_retries, reasks=reasks, seed=seed, temperature=temperature, max_tokens=max_tokens,
-            models=models or None, datasets=datasets or None, setting=setting, pairwise_baseline=baseline,
+            models=models or None, datasets=datasets or None, setting=setting, pairwise_baseline=baseline, pairs=pairs,
             api_key_env=api_key_env, prices=_parse_prices(price or []), structured=structured,
             max_consecutive_failures=max_consecutive_failures,
         )
@@ -76,6 +95,120 @@ def judge(
         typer.echo(json.dumps(payload, indent=2, default=str))
         return
     print_summary(summary)
+
+
+@judge.command("import")
+def import_command(
+    input_path: Path = typer.Option(..., "--input", help="JSON Lines of verdicts (format: docs/judging.md)."),
+    out: Path = typer.Option(..., "--out", help="The run directory to store them in (created if missing)."),
+    dataset: str = typer.Option("imported", "--dataset", help="Dataset name of the items (item_id is the problem id)."),
+    rubric: str = typer.Option("imported", "--rubric", help="Rubric name the records are stored under."),
+    criterion: str = typer.Option("overall_quality", "--criterion", help="Criterion a pairwise `winner` is stored as."),
+    gold: str = typer.Option(None, "--gold", help="Mark this judge (e.g. the human annotators) as the run's gold."),
+) -> None:
+    """Store human annotations or another tool's verdicts as judgment records; a bad line writes nothing."""
+    from pspo_eval.judge.importer import import_verdicts, read_lines
+    from pspo_eval.store import RunStore
+
+    lines = read_lines(input_path)  # a bad line stops here, before the run directory is touched
+    out.mkdir(parents=True, exist_ok=True)
+    with RunStore(out).locked("pspo-eval judge import"):
+        summary = import_verdicts(input_path, out, dataset=dataset, rubric=rubric, criterion=criterion, gold=gold,
+                                  lines=lines)
+    typer.echo(f"imported {summary.lines} line(s) as {summary.records} judgment(s) ({summary.written} new, "
+               f"{summary.failures} unparsed) from {len(summary.judges)} judge(s) into {summary.run_dir}")
+
+
+@judge.command("agreement")
+def agreement_command(
+    run: Path = typer.Option(..., "--run", help="The run directory."),
+    gold: str = typer.Option(None, "--gold", help="The gold judge (default: the one `judge import --gold` marked)."),
+    criterion: str = typer.Option(None, "--criterion", help="Criterion to compare (default: the gold's first)."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the agreement as JSON to this file."),
+    tie_failures: bool = typer.Option(False, "--tie-failures", help="Count an unparseable pairwise verdict as a tie."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the 95% intervals."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+) -> None:
+    """How far each judge agrees with the gold judge: accuracy, macro F1, kappa, positional agreement, alpha."""
+    from pspo_eval.judge.aggregate import load_judgments
+    from pspo_eval.judge.gold import gold_agreement
+    from pspo_eval.store import RunStore, atomic_write_json
+
+    if not run.is_dir():
+        raise PspoError(f"run directory {run} does not exist", "give a directory holding judgments/")
+    gold = gold or RunStore(run).read_manifest().get("judge_gold")
+    if not gold:
+        raise PspoError("no gold judge given", "pass --gold JUDGE (e.g. the name of the imported human labels)")
+    report = gold_agreement(load_judgments(run), gold, criterion=criterion, tie_failures=tie_failures,
+                            n_boot=n_boot, seed=seed)
+    if json_out is not None:
+        atomic_write_json(json_out, report)
+    print_agreement(report)
+
+
+def print_agreement(report: dict) -> None:
+    from rich.table import Table
+
+    from pspo_eval.console import out_console
+
+    t = Table(title=f"Agreement with {report['gold']} on {report['criterion']} [95% bootstrap CI over items]")
+    for col in ("judge", "n", "fail", "accuracy", "macro F1", "kappa", "positional agr.", "acc. (order mean)"):
+        t.add_column(col, justify="left" if col == "judge" else "right")
+    for name, r in report["judges"].items():
+        cells = [_with_ci(r, key) for key in ("accuracy", "f1_macro", "kappa", "positional_agreement",
+                                              "accuracy_order_mean")]
+        t.add_row(name, str(r["n"]), str(r["failures"]), *cells)
+    out_console.print(t)
+    alpha_ci = report.get("alpha_ci") or [None, None]
+    out_console.print(f"Krippendorff's alpha over all {len(report['judges']) + 1} raters: {_fmt(report['alpha'])} "
+                      f"[{_fmt(alpha_ci[0])}, {_fmt(alpha_ci[1])}] on {report['alpha_n']} items")
+
+
+def _print_pairwise(agg) -> None:  # noqa: ANN001 - Aggregation (imported lazily)
+    """Win/tie/flip rates with intervals and the LC win rate, length preference, and panel support."""
+    from rich.table import Table
+
+    from pspo_eval.console import out_console
+
+    if not agg.pairwise.empty:
+        t = Table(title="Pairwise (items: repeats combined; disagreeing orders count as ties) [95% bootstrap CI]")
+        for col in ("judge", "model", "vs", "criterion", "W", "T", "L", "win rate", "LC win rate", "tie rate",
+                    "flip rate"):
+            t.add_column(col, justify="left" if col in ("judge", "model", "vs", "criterion") else "right")
+        for r in agg.pairwise.to_dict(orient="records"):
+            t.add_row(r["judge"], r["model"], r["baseline"], r["criterion"], str(r["wins"]), str(r["ties"]),
+                      str(r["losses"]), _rate(r, "win_rate", "win"), _rate(r, "lc_win_rate", "lc"),
+                      _rate(r, "tie_rate", "tie"), _rate(r, "flip_rate", "flip"))
+        out_console.print(t)
+    if not agg.length_bias.empty:
+        t = Table(title="Longer response preferred, among decisive verdicts [95% bootstrap CI]")
+        for col in ("judge", "criterion", "decisive", "longer preferred", "unit"):
+            t.add_column(col)
+        for r in agg.length_bias.to_dict(orient="records"):
+            t.add_row(r["judge"], r["criterion"], str(r["decisive"]),
+                      f"{_fmt(r['rate'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", str(r["length_unit"]))
+        out_console.print(t)
+    if not agg.panel.empty:
+        t = Table(title="Panels: share of judges backing the panel verdict [95% bootstrap CI]")
+        for col in ("panel", "criterion", "items", "support", "unanimous"):
+            t.add_column(col)
+        for r in agg.panel.to_dict(orient="records"):
+            t.add_row(r["judge"], r["criterion"], str(r["n_items"]),
+                      f"{_fmt(r['support'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", _fmt(r["unanimous"]))
+        out_console.print(t)
+
+
+def _rate(row: dict, key: str, prefix: str) -> str:
+    """'0.62 [0.51, 0.73]' from a pairwise row's rate and its ``<prefix>_low`` / ``<prefix>_high``."""
+    return f"{_fmt(row[key])} [{_fmt(row[f'{prefix}_low'])}, {_fmt(row[f'{prefix}_high'])}]"
+
+
+def _with_ci(row: dict, key: str) -> str:
+    """'0.955 [0.920, 0.985]' for a statistic and its interval (three digits: published figures have 0.1%)."""
+    if row.get(key) is None:
+        return "–"
+    low, high = row.get("ci", {}).get(key, [None, None])
+    return f"{_fmt(row[key], 3)} [{_fmt(low, 3)}, {_fmt(high, 3)}]"
 
 
 def _fmt(value: object, digits: int = 2) -> str:
@@ -139,14 +272,7 @@ def print_summary(summary) -> None:  # noqa: ANN001 - JudgeSummary (imported laz
             t.add_row(judge, model, *(cells.get(f, "–") for f in flags))
         out_console.print(t)
 
-    if not agg.pairwise.empty:
-        t = Table(title="Pairwise vs baseline (win/tie/loss; disagreeing orders count as ties)")
-        for col in ("judge", "model", "baseline", "criterion", "W", "T", "L", "win rate", "flip rate"):
-            t.add_column(col, justify="right" if len(col) <= 9 and col not in ("judge", "model", "baseline") else "left")
-        for r in agg.pairwise.to_dict(orient="records"):
-            t.add_row(r["judge"], r["model"], r["baseline"], r["criterion"], str(r["wins"]), str(r["ties"]),
-                      str(r["losses"]), _fmt(r["win_rate"]), _fmt(r["flip_rate"]))
-        out_console.print(t)
+    _print_pairwise(agg)
     if not agg.bradley_terry.empty:
         t = Table(title="Bradley–Terry strength (log-odds) [95% bootstrap CI]")
         for col in ("judge", "criterion", "model", "score", "CI"):
@@ -156,12 +282,13 @@ def print_summary(summary) -> None:  # noqa: ANN001 - JudgeSummary (imported laz
                       f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
         out_console.print(t)
     if not agg.agreement.empty:
-        t = Table(title="Agreement between judges")
+        t = Table(title="Agreement between judges [95% bootstrap CI]")
         for col in ("criterion", "judges", "n", "kappa", "kappa (quadratic)", "alpha (ordinal)"):
             t.add_column(col)
         for r in agg.agreement.to_dict(orient="records"):
-            t.add_row(r["criterion"], r["judges"], str(r["n_items"]), _fmt(r["kappa"]), _fmt(r["kappa_quadratic"]),
-                      _fmt(r["alpha"]))
+            t.add_row(r["criterion"], r["judges"], str(r["n_items"]),
+                      f"{_fmt(r['kappa'])} [{_fmt(r['kappa_low'])}, {_fmt(r['kappa_high'])}]",
+                      _fmt(r["kappa_quadratic"]), f"{_fmt(r['alpha'])} [{_fmt(r['alpha_low'])}, {_fmt(r['alpha_high'])}]")
         out_console.print(t)
     if not agg.self_consistency.empty:
         t = Table(title="Self-consistency over repeats")

@@ -22,6 +22,14 @@ OUTCOMES: tuple[str, ...] = ("ok", "parse_error", "refusal", "truncated", "api_e
 # Outcomes a rerun keeps (deterministic at temperature 0); api_error is retried.
 FINAL_OUTCOMES = frozenset({"ok", "parse_error", "refusal", "truncated"})
 
+# Pairwise: (order index, the judge's choice of position) -> the candidate's result (+1 better, 0 tie,
+# -1 worse). Order 0 shows the baseline as A ("baseline_first"), order 1 the candidate as A.
+ORDER_NAMES = ("baseline_first", "candidate_first")
+ORDER_PREFERENCE = {
+    (0, "A"): -1, (0, "B"): 1, (0, "tie"): 0,
+    (1, "A"): 1, (1, "B"): -1, (1, "tie"): 0,
+}
+
 
 class Usage(BaseModel):
     """Tokens and requests spent on one judged item (all attempts, re-asks and both pairwise orders)."""
@@ -87,6 +95,14 @@ class Judgment(BaseModel):
     orders: list[dict[str, Any]] | None = Field(default=None, description="Pairwise: the verdict of each order.")
     error: str | None = Field(default=None, description="Why the item is not ok (secrets redacted).")
     raw: str | None = Field(default=None, description="The judge's last reply (truncated), for tracing.")
+    # lengths of the judged responses (the judge's length bias is measured from them)
+    response_chars: int | None = Field(default=None, description="Characters of the judged (candidate) response.")
+    response_tokens: int | None = Field(default=None, description="Tokens of the judged response (the generator's count).")
+    baseline_chars: int | None = Field(default=None, description="Pairwise: characters of the baseline's response.")
+    baseline_tokens: int | None = Field(default=None, description="Pairwise: tokens of the baseline's response.")
+    expected_scores: dict[str, float] | None = Field(
+        default=None, description="criterion -> probability-weighted score (G-Eval) when the endpoint gave logprobs.")
+    source: Literal["judge", "import"] = Field(default="judge", description="import: `pspo-eval judge import`.")
     injection_detected: bool = Field(default=False, description="The response text addresses the judge.")
     injection_matches: list[str] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)

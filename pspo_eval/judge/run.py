@@ -33,9 +33,10 @@ from pydantic import BaseModel
 from pspo_eval.console import log, progress, warn
 from pspo_eval.errors import PspoError
 from pspo_eval.judge import prompts
+from pspo_eval.judge.agreement import expected_scores
 from pspo_eval.judge.client import STRATEGIES, JudgeCallError, JudgeClient, now_iso, probe_strategy
 from pspo_eval.judge.parsing import looks_like_refusal, parse_verdict
-from pspo_eval.judge.records import FINAL_OUTCOMES, OUTCOMES, Judgment, Usage
+from pspo_eval.judge.records import FINAL_OUTCOMES, ORDER_PREFERENCE, OUTCOMES, Judgment, Usage
 from pspo_eval.judge.rubric import RATIONALE, Rubric, load_rubric
 from pspo_eval.judge.select import load_samples, pick_responses, stratified_problems
 from pspo_eval.judge.specs import JudgeSpec, check_key, known_secrets, parse_judge_spec, redact, redact_url
@@ -163,38 +164,60 @@ def system_prompt_for(manifest: dict, sample: dict) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _lengths(sample: dict, prefix: str) -> dict[str, int | None]:
+    """The response's length in characters and in tokens (the generator's count), for the length-bias tables."""
+    tokens = sample.get("completion_tokens")
+    return {f"{prefix}_chars": len(sample.get("response") or ""),
+            f"{prefix}_tokens": int(tokens) if isinstance(tokens, int) else None}
+
+
+def _pair_item(rubric: Rubric, base: dict[str, Any], s: dict, b: dict, question: str, sp: str | None,
+               keys_for_scan: list[str]) -> _Item:
+    """Candidate ``s`` against baseline ``b``, asked in both orders (baseline as A, then candidate as A)."""
+    base = dict(base, baseline=b["model"], baseline_sample_key=b["key"], baseline_correct=b.get("correct"),
+                **_lengths(b, "baseline"))
+    line_s = prompts.grader_line(s.get("extracted"), s.get("correct"), s.get("finish_reason"))
+    line_b = prompts.grader_line(b.get("extracted"), b.get("correct"), b.get("finish_reason"))
+    first = prompts.build_messages(rubric, problem=question, system_prompt=sp,
+                                   grader=f"Response A: {line_b}\nResponse B: {line_s}",
+                                   responses=[b["response"], s["response"]])
+    second = prompts.build_messages(rubric, problem=question, system_prompt=sp,
+                                    grader=f"Response A: {line_s}\nResponse B: {line_b}",
+                                    responses=[s["response"], b["response"]])
+    hits = prompts.detect_injection(s["response"], keys_for_scan)
+    return _Item(base, [first.messages, second.messages], stable_hash([first.prompt_hash, second.prompt_hash]),
+                 [s["key"], b["key"]], [s["response"], b["response"]], hits)
+
+
 def _build_items(
-    rubric: Rubric, chosen: dict[tuple[str, str, str], dict], manifest: dict, baseline: str | None
+    rubric: Rubric, chosen: dict[tuple[str, str, str], dict], manifest: dict, baseline: str | None,
+    pairs: str = "baseline",
 ) -> list[_Item]:
+    """One item per response (absolute, reference) or per pair of responses to a problem (pairwise).
+
+    Pairwise ``pairs="baseline"``: every model against ``baseline`` (a star); ``pairs="all"``: every
+    unordered pair of models (round-robin; the first in name order is shown as A first), so that
+    Bradley–Terry ranks all models from direct comparisons. Each pair is asked in both orders.
+    """
     problems = _Problems()
     keys_for_scan = [*rubric.criterion_keys, *rubric.flag_keys]
     items: list[_Item] = []
     for (model, dataset, pid), s in sorted(chosen.items()):
         base = {
             "model": model, "dataset": dataset, "problem_id": pid, "category": s.get("category"),
-            "sample_key": s["key"], "setting": s["setting"], "correct": s.get("correct"),
+            "sample_key": s["key"], "setting": s["setting"], "correct": s.get("correct"), **_lengths(s, "response"),
         }
         sp = system_prompt_for(manifest, s)
         question = problems.question(s)
         if rubric.mode == "pairwise":
-            if model == baseline:
-                continue
-            b = chosen.get((baseline, dataset, pid)) if baseline else None
-            if b is None:
-                continue
-            base.update(baseline=baseline, baseline_sample_key=b["key"], baseline_correct=b.get("correct"))
-            grader_ab = (f"Response A: {prompts.grader_line(b.get('extracted'), b.get('correct'), b.get('finish_reason'))}\n"
-                         f"Response B: {prompts.grader_line(s.get('extracted'), s.get('correct'), s.get('finish_reason'))}")
-            grader_ba = (f"Response A: {prompts.grader_line(s.get('extracted'), s.get('correct'), s.get('finish_reason'))}\n"
-                         f"Response B: {prompts.grader_line(b.get('extracted'), b.get('correct'), b.get('finish_reason'))}")
-            first = prompts.build_messages(rubric, problem=question, system_prompt=sp, grader=grader_ab,
-                                           responses=[b["response"], s["response"]])
-            second = prompts.build_messages(rubric, problem=question, system_prompt=sp, grader=grader_ba,
-                                            responses=[s["response"], b["response"]])
-            hits = prompts.detect_injection(s["response"], keys_for_scan)
-            items.append(_Item(base, [first.messages, second.messages],
-                               stable_hash([first.prompt_hash, second.prompt_hash]), [s["key"], b["key"]],
-                               [s["response"], b["response"]], hits))
+            if pairs == "all":
+                opponents = sorted(m for (m, d, p) in chosen if d == dataset and p == pid and m < model)
+            else:
+                opponents = [baseline] if baseline and model != baseline else []
+            for other in opponents:
+                b = chosen.get((other, dataset, pid))
+                if b is not None:
+                    items.append(_pair_item(rubric, base, s, dict(b, model=other), question, sp, keys_for_scan))
         else:
             reference = problems.reference(s) if rubric.mode == "reference" else None
             rendered = prompts.build_messages(
@@ -249,6 +272,7 @@ class _Asked:
     raw: str | None
     usage: Usage
     error_kind: str | None = None  # JudgeCallError.kind for api_error
+    expected: dict[str, float] | None = None  # G-Eval expected scores, when the endpoint gave logprobs
 
 
 async def _ask(
@@ -276,7 +300,7 @@ async def _ask(
             return _Asked("refusal", None, "the endpoint's content filter stopped the reply", raw, usage)
         result = parse_verdict(reply.content, rubric.verdict_model, forbidden=forbidden)
         if result.verdict is not None:
-            return _Asked("ok", result.verdict, None, raw, usage)
+            return _Asked("ok", result.verdict, None, raw, usage, expected=_expected(rubric, reply))
         if not result.found_json and looks_like_refusal(reply.content):
             return _Asked("refusal", None, "the judge declined to rate", raw, usage)
         truncated = reply.finish_reason == "length"
@@ -291,16 +315,25 @@ async def _ask(
     return _Asked(outcome, None, error, raw, usage)
 
 
+def _expected(rubric: Rubric, reply: Any) -> dict[str, float] | None:
+    """Probability-weighted scores from the reply's top log-probabilities (None when the endpoint gave none).
+
+    ``top_logprobs`` (per generated token, the top-K alternatives token -> logprob) is read with
+    ``getattr`` so that a client without the field keeps working: only the sampled score is stored then.
+    """
+    scale = {c.key: (c.low, c.high) for c in rubric.criteria if c.scale is not None}
+    if rubric.mode == "pairwise" or not scale:
+        return None
+    return expected_scores(reply.content, getattr(reply, "top_logprobs", None), scale)
+
+
 def _verdict_parts(rubric: Rubric, verdict: BaseModel) -> tuple[dict[str, Any], dict[str, bool], str]:
     data = verdict.model_dump()
     return ({k: data[k] for k in rubric.criterion_keys}, {k: bool(data[k]) for k in rubric.flag_keys},
             str(data.get(RATIONALE, "")))
 
 
-_PREFERENCE = {  # (order, choice) -> the candidate's result: +1 better, 0 tie, -1 worse
-    (0, "A"): -1, (0, "B"): 1, (0, "tie"): 0,  # order 0: A = baseline, B = candidate
-    (1, "A"): 1, (1, "B"): -1, (1, "tie"): 0,  # order 1: A = candidate, B = baseline
-}
+_PREFERENCE = ORDER_PREFERENCE  # (order, choice) -> the candidate's result: +1 better, 0 tie, -1 worse
 
 
 async def _judge_task(
@@ -319,7 +352,7 @@ async def _judge_task(
         error_kind = asked.error_kind
         if asked.verdict is not None:
             scores, flags, rationale = _verdict_parts(rubric, asked.verdict)
-            fields.update(scores=scores, flags=flags, rationale=rationale)
+            fields.update(scores=scores, flags=flags, rationale=rationale, expected_scores=asked.expected)
     else:
         results: list[_Asked] = []
         for messages in task.orders:
@@ -526,6 +559,7 @@ def judge_run(
     datasets: list[str] | None = None,
     setting: str | None = None,
     pairwise_baseline: str | None = None,
+    pairs: str = "baseline",
     api_key_env: str | None = None,
     prices: dict[str, tuple[float, float]] | None = None,
     structured: str = "auto",
@@ -537,7 +571,8 @@ def judge_run(
     ``prices`` maps a judge identity, model name or spec to (USD per 1M prompt tokens, USD per 1M
     completion tokens). ``timeout`` (seconds per request) defaults to 120 for remote judges and
     900 for ``local``, whose CPU server answers one long judge prompt in minutes on a busy laptop.
-    The caller holds the run's lock.
+    ``pairs`` (pairwise rubrics): ``"baseline"`` compares every model with one baseline,
+    ``"all"`` every pair of models (round-robin). The caller holds the run's lock.
     """
     started = time.perf_counter()
     store = RunStore(run_dir)
@@ -562,13 +597,15 @@ def judge_run(
     if per_dataset is not None:
         keep = stratified_problems(chosen, per_dataset, seed)
         chosen = {k: v for k, v in chosen.items() if (k[1], k[2]) in keep}
+    if pairs not in ("baseline", "all"):
+        raise PspoError(f"--pairs must be 'baseline' or 'all', got {pairs!r}", "see `pspo-eval judge --help`")
     baseline = None
-    if rubric.mode == "pairwise":
+    if rubric.mode == "pairwise" and pairs == "baseline":
         baseline = _pick_baseline(sorted({k[0] for k in chosen}), pairwise_baseline)
-    items = _build_items(rubric, chosen, manifest, baseline)
+    items = _build_items(rubric, chosen, manifest, baseline, pairs)
     if not items:
-        raise PspoError("nothing to judge: no item pairs the baseline with another model" if baseline
-                        else "nothing to judge", "check --model / --dataset / --baseline")
+        raise PspoError("nothing to judge: no item pairs two models' responses to one problem"
+                        if rubric.mode == "pairwise" else "nothing to judge", "check --model / --dataset / --baseline")
 
     summary = JudgeSummary(run_dir=str(store.root), rubric=rubric.ident, judges=[s.identity for s in specs])
     total_usage = Usage()
@@ -592,7 +629,7 @@ def judge_run(
         _record_manifest(store, spec, rubric, dict(
             per_dataset=per_dataset, repeats=repeats, concurrency=concurrency, timeout=timeout,
             max_retries=max_retries, reasks=reasks, seed=seed, temperature=temperature, max_tokens=max_tokens,
-            models=models, datasets=datasets, setting=setting, baseline=baseline, structured=structured,
+            models=models, datasets=datasets, setting=setting, baseline=baseline, pairs=pairs, structured=structured,
         ))
         spec_timeout = timeout if timeout is not None else (LOCAL_TIMEOUT if spec.kind == "local" else REMOTE_TIMEOUT)
         result = _run_one_judge(

@@ -154,55 +154,150 @@ def judge_section(coll: Collection, *, n_boot: int = 2000, bt_boot: int = 500, s
             "Share of ok items the judge flagged (e.g. instruction leakage, verbosity); '(detector)' is the "
             "tool's own prompt-injection detector over all items.", groups=groups, records=records))
 
-    # Pairwise and Bradley–Terry.
-    pairwise = agg.pairwise
+    # Pairwise, Bradley–Terry, length, panels.
+    section.tables += _pairwise_tables(agg)
+    section.tables += _panel_tables(agg)
+
+    # Agreement between judges, of each judge with itself, with the gold judge; contradictions.
+    section.tables += _agreement_tables(agg)
+    section.tables += _gold_tables(coll, frame, n_boot=n_boot, seed=seed)
+    section.tables += _contradiction_tables(agg)
+    return section
+
+
+def _ci(low: Any, high: Any, *, percent: bool = False, signed: bool = False) -> str:
+    """'0.12–0.34' (or percents) for an interval, '' when it is undefined."""
+    if low is None or high is None or any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
+        return ""
+    if percent:
+        return f"{100 * low:.1f}–{100 * high:.1f}"
+    return f"{low:+.2f} to {high:+.2f}" if signed else f"{low:.2f}–{high:.2f}"
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    return [{k: _clean(v) for k, v in r.items()} for _, r in frame.iterrows()]
+
+
+def _pairwise_tables(agg: Any) -> list[Table]:
+    """Win/tie/flip rates with intervals and the length-controlled win rate; Bradley–Terry; length preference."""
+    tables: list[Table] = []
+    pairwise, bt = agg.pairwise, agg.bradley_terry
     if not pairwise.empty:
-        bt = agg.bradley_terry
-        rows, records = [], []
+        rows = []
         for _, r in pairwise.iterrows():
             hit = bt[(bt["judge"] == r["judge"]) & (bt["rubric"] == r["rubric"]) & (bt["criterion"] == r["criterion"])
                      & (bt["model"] == r["model"])] if not bt.empty else bt
             bt_text = Cell(DASH)
             if hit is not None and not hit.empty:
                 h = hit.iloc[0]
-                bt_text = Cell(f"{h['score']:+.2f}", f"{h['ci_low']:+.2f} to {h['ci_high']:+.2f}")
+                bt_text = Cell(f"{h['score']:+.2f}", _ci(h["ci_low"], h["ci_high"], signed=True))
             rows.append([Cell(str(r["judge"])), Cell(str(r["model"])), Cell(str(r["baseline"])),
                          Cell(str(r["criterion"]).replace("_", " ")), Cell(str(int(r["n"]))),
                          Cell(f"{int(r['wins'])}–{int(r['ties'])}–{int(r['losses'])}"),
-                         Cell(pct(r["win_rate"]), bold=r["win_rate"] > 0.5), Cell(pct(r["flip_rate"])), bt_text])
-            records.append({k: _clean(v) for k, v in r.items()})
-        section.tables.append(Table(
-            "judge_pairwise", "Pairwise judgments against the baseline",
-            ["Judge", "Model", "vs", "Criterion", "n", "W–T–L", "Win rate %", "Flip rate %", "Bradley–Terry"],
-            rows, "Win rate counts a tie as half a win; a flip is a pair whose two presentation orders disagreed "
-            "(counted as a tie). Bradley–Terry strength in log-odds, relative to the mean of the compared models, "
-            "with a bootstrap 95% CI.", align=["l", "l", "l", "l"] + ["r"] * 5, records=records))
-        if not bt.empty:
-            section.tables.append(Table(
-                "judge_bradley_terry", "Bradley–Terry scores", ["Judge", "Rubric", "Criterion", "Model", "Score", "95% CI",
-                                                               "Comparisons"],
-                [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
-                  Cell(str(r["model"])), Cell(f"{r['score']:+.2f}"), Cell(f"{r['ci_low']:+.2f} to {r['ci_high']:+.2f}"),
-                  Cell(str(int(r["comparisons"])))] for _, r in bt.iterrows()],
-                "Log-odds strengths fitted to the pairwise outcomes (ties count half).",
-                align=["l", "l", "l", "l", "r", "r", "r"],
-                records=[{k: _clean(v) for k, v in r.items()} for _, r in bt.iterrows()]))
+                         Cell(pct(r["win_rate"]), _ci(r["win_low"], r["win_high"], percent=True), bold=r["win_rate"] > 0.5),
+                         Cell(pct(r["lc_win_rate"]), _ci(r["lc_low"], r["lc_high"], percent=True),
+                              title=f"length in {r['length_unit']}" if r["length_unit"] else None),
+                         Cell(pct(r["tie_rate"]), _ci(r["tie_low"], r["tie_high"], percent=True)),
+                         Cell(pct(r["flip_rate"]), _ci(r["flip_low"], r["flip_high"], percent=True)), bt_text])
+        tables.append(Table(
+            "judge_pairwise", "Pairwise judgments",
+            ["Judge", "Model", "vs", "Criterion", "n", "W–T–L", "Win rate %", "LC win rate %", "Tie rate %",
+             "Flip rate %", "Bradley–Terry"],
+            rows, "Per item (a problem's pair), repeats combined by majority first. Win rate counts a tie as half a "
+            "win; LC: the win rate a logistic model of the verdict on the length difference gives at equal length "
+            "(docs/judging.md); a flip is a pair whose two presentation orders disagreed (counted as a tie). "
+            "95% bootstrap intervals over problems. Bradley–Terry strength in log-odds, relative to the mean of "
+            "the compared models.", align=["l", "l", "l", "l"] + ["r"] * 7, records=_records(pairwise)))
+    if not bt.empty:
+        tables.append(Table(
+            "judge_bradley_terry", "Bradley–Terry scores", ["Judge", "Rubric", "Criterion", "Model", "Score", "95% CI",
+                                                           "Comparisons"],
+            [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
+              Cell(str(r["model"])), Cell(f"{r['score']:+.2f}"), Cell(_ci(r["ci_low"], r["ci_high"], signed=True)),
+              Cell(str(int(r["comparisons"])))] for _, r in bt.iterrows()],
+            "Log-odds strengths fitted to one outcome per compared pair of responses (ties count half; with "
+            "--pairs all every model meets every other).", align=["l", "l", "l", "l", "r", "r", "r"],
+            records=_records(bt)))
+    lengths = agg.length_bias
+    if not lengths.empty:
+        tables.append(Table(
+            "judge_length_bias", "Judge preference for the longer response",
+            ["Judge", "Rubric", "Criterion", "Decisive verdicts", "Longer preferred %", "Length unit"],
+            [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
+              Cell(str(int(r["decisive"]))), Cell(pct(r["rate"]), _ci(r["ci_low"], r["ci_high"], percent=True),
+                                                  shade=float(r["rate"])), Cell(str(r["length_unit"]))]
+             for _, r in lengths.iterrows()],
+            "Among verdicts that chose a side between responses of different length: how often the longer one won "
+            "(50% = no length preference), with a 95% bootstrap interval.", align=["l", "l", "l", "r", "r", "l"],
+            records=_records(lengths)))
+    return tables
 
-    # Agreement between judges, and of each judge with itself.
+
+def _panel_tables(agg: Any) -> list[Table]:
+    panel = agg.panel
+    if panel.empty:
+        return []
+    return [Table(
+        "judge_panel", "Judge panels: how much the judges back the panel verdict",
+        ["Panel", "Rubric", "Criterion", "Items", "Support %", "Unanimous %"],
+        [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
+          Cell(str(int(r["n_items"]))), Cell(pct(r["support"]), _ci(r["ci_low"], r["ci_high"], percent=True)),
+          Cell(pct(r["unanimous"]))] for _, r in panel.iterrows()],
+        "The panel verdict is the majority of its judges (pairwise; a split is a tie) or their mean score; "
+        "support is the mean share of its judges whose verdict equals it. The panel appears as one more judge in "
+        "the score, pairwise and agreement tables.", align=["l", "l", "l", "r", "r", "r"], records=_records(panel))]
+
+
+def _gold_tables(coll: Collection, frame: Any, *, n_boot: int, seed: int) -> list[Table]:
+    """Agreement of every judge with the gold judge of each run whose manifest names one (``judge import --gold``)."""
+    from pspo_eval.judge.gold import gold_agreement
+    from pspo_eval.store import RunStore
+
+    tables = []
+    for run in coll.runs:
+        gold = RunStore(run.path).read_manifest().get("judge_gold")
+        rows = frame[frame["run"] == run.name] if "run" in frame.columns else frame
+        if not gold or rows.empty or gold not in set(rows["judge"]):
+            continue
+        report = gold_agreement(rows, gold, n_boot=min(n_boot, 1000), seed=seed)
+        keys = ["accuracy", "f1_macro", "kappa", "positional_agreement", "accuracy_order_mean"]
+        cells = []
+        for name, r in report["judges"].items():
+            ci = r.get("ci", {})
+            cells.append([Cell(name), Cell(str(r["n"])), Cell(str(r["failures"]))]
+                         + [Cell(num(r.get(k), 3), _ci(*ci.get(k, [None, None]))) if r.get(k) is not None
+                            else Cell(DASH) for k in keys])
+        alpha_ci = report.get("alpha_ci") or [None, None]
+        tables.append(Table(
+            f"judge_gold_{len(tables)}", f"Agreement with {report['gold']} ({run.name}, {report['criterion']})",
+            ["Judge", "n", "Failures", "Accuracy", "Macro F1", "Cohen κ", "Positional agreement",
+             "Accuracy (mean of orders)"], cells,
+            "On the items both judged, each item once with its combined verdict (orders that disagree make a tie). "
+            f"Krippendorff's α over all raters: {num(report['alpha'])} ({_ci(*alpha_ci)}). 95% bootstrap "
+            "intervals over items; failures are left out and counted.", align=["l"] + ["r"] * 7,
+            records=[{"judge": n, **{k: v for k, v in r.items() if k != "ci"}} for n, r in report["judges"].items()]))
+    return tables
+
+
+def _agreement_tables(agg: Any) -> list[Table]:
+    """Kappa and alpha between judges (with intervals), and each judge's agreement with itself over repeats."""
+    tables: list[Table] = []
     agreement = agg.agreement
     if not agreement.empty:
-        section.tables.append(Table(
+        tables.append(Table(
             "judge_agreement", "Agreement between judges",
             ["Rubric", "Criterion", "Judges", "Items", "Cohen κ", "κ (quadratic)", "Krippendorff α"],
             [[Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")), Cell(str(r["judges"])),
-              Cell(str(int(r["n_items"]))), Cell(num(r["kappa"])), Cell(num(r["kappa_quadratic"])),
-              Cell(num(r["alpha"]))] for _, r in agreement.iterrows()],
+              Cell(str(int(r["n_items"]))), Cell(num(r["kappa"]), _ci(r["kappa_low"], r["kappa_high"])),
+              Cell(num(r["kappa_quadratic"])), Cell(num(r["alpha"]), _ci(r["alpha_low"], r["alpha_high"]))]
+             for _, r in agreement.iterrows()],
             "Cohen's κ (unweighted and quadratic-weighted) per pair of judges and Krippendorff's α (ordinal), "
-            "on the first ok repeat of each item.", align=["l", "l", "l", "r", "r", "r", "r"],
+            "each item's repeats combined first (majority; scores: mean rounded to the scale), with 95% bootstrap "
+            "intervals over items.", align=["l", "l", "l", "r", "r", "r", "r"],
             records=[{k: _clean(v) for k, v in r.items()} for _, r in agreement.iterrows()]))
     consistency = agg.self_consistency
     if not consistency.empty:
-        section.tables.append(Table(
+        tables.append(Table(
             "judge_self_consistency", "Judge self-consistency (repeats)",
             ["Judge", "Rubric", "Criterion", "Items", "Exact agreement %", "Mean SD", "Krippendorff α"],
             [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
@@ -211,10 +306,15 @@ def judge_section(coll: Collection, *, n_boot: int = 2000, bt_boot: int = 500, s
             "Agreement of a judge with itself when asked the same item several times.",
             align=["l", "l", "l", "r", "r", "r", "r"],
             records=[{k: _clean(v) for k, v in r.items()} for _, r in consistency.iterrows()]))
+    return tables
+
+
+def _contradiction_tables(agg: Any) -> list[Table]:
+    tables: list[Table] = []
     contradictions = agg.contradictions
     if not contradictions.empty:
         counts = contradictions.groupby(["judge", "rubric", "model", "kind"]).size().reset_index(name="items")
-        section.tables.append(Table(
+        tables.append(Table(
             "judge_contradictions", "Judge vs grader contradictions",
             ["Judge", "Rubric", "Model", "Kind", "Items"],
             [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["model"])), Cell(str(r["kind"])),
@@ -222,4 +322,4 @@ def judge_section(coll: Collection, *, n_boot: int = 2000, bt_boot: int = 500, s
             "Items where the judge's soundness score contradicts the grader's verdict on the final answer "
             "(listed one by one in the CSV).", align=["l", "l", "l", "l", "r"],
             records=[{k: _clean(v) for k, v in r.items()} for _, r in contradictions.iterrows()]))
-    return section
+    return tables
