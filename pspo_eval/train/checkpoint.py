@@ -5,7 +5,7 @@ Layout of ``OUT/checkpoint-N`` (N = optimizer steps taken)::
     config.json, generation_config.json, model.safetensors, tokenizer files   <- a plain HF model
     config.yaml                    the fully resolved training config
     adapter/                       (LoRA only) peft's adapter directory
-    trainer/state.json             step, config hash, scheduler, Python/NumPy RNG, best eval, parameter names
+    trainer/state.json             step, config hash, Python/NumPy RNG, best eval, parameter names
     trainer/optimizer.safetensors  AdamW's tensors (its param groups are in optimizer.json)
     trainer/optimizer.json
     trainer/rng.safetensors        torch CPU (and CUDA) generator states

@@ -10,7 +10,7 @@ TRL) is one parameter update over all completions of a rollout, in micro-batches
                = the stored i == 0 values  otherwise  (computed once per rollout, reused)
         loss   = aggregate(policy_loss(objective, logp, old, A) + β·k3(logp, ref_logp)) / whole-step count
         loss.backward()
-    clip the gradient norm; AdamW step; scheduler step
+    clip the gradient norm; AdamW step (its learning rate a pure function of the step)
 
 So with μ = 1 there is no extra forward pass, and with μ > 1 the old log-probabilities are not a
 separate pass either: they are exactly the first iteration's log-probabilities (same weights, same
@@ -19,7 +19,7 @@ extra no-grad forward pass per rollout.
 
 Everything that decides what gets trained is a function of (config, step): the prompts of rollout k,
 each completion's sampling seed, the learning rate. Resuming from a checkpoint restores the weights,
-AdamW, the scheduler, the RNG states and, between the μ steps of a rollout, the rollout itself, and
+AdamW, the RNG states and, between the μ steps of a rollout, the rollout itself, and
 then computes exactly what the uninterrupted run would have (tested bitwise on CPU).
 """
 
@@ -287,10 +287,6 @@ def _quiet_transformers() -> None:
         pass
 
 
-def _scheduler_state(scheduler) -> dict[str, Any]:
-    return {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-
-
 # ---------------------------------------------------------------------------------------------------
 # The trainer
 # ---------------------------------------------------------------------------------------------------
@@ -348,7 +344,7 @@ class Trainer:
             self.resume_from = found[1]
             self.start_state = read_state(found[1])
 
-        # -- model, reference, optimizer, scheduler ----------------------------------------------
+        # -- model, reference, optimizer ----------------------------------------------
         from pspo_eval.models import resolve_model
 
         self.model_path = resolve_model(cfg.model.path)
@@ -375,9 +371,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             [g for g in groups if g["params"]], lr=o.learning_rate, betas=(o.adam_betas[0], o.adam_betas[1]), eps=o.adam_eps
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_factor(o.schedule, self.warmup, self.total_steps)
-        )
+        # The learning rate is a pure function of the step, assigned before every update (as in
+        # nanoGPT): no scheduler object, so nothing about it needs saving or restoring on resume.
+        self.lr_factor = lr_factor(o.schedule, self.warmup, self.total_steps)
 
         # -- rollout machinery ---------------------------------------------------------------------
         from pspo_eval.generation.hf import stop_token_ids
@@ -471,16 +467,6 @@ class Trainer:
                 "not an exact continuation"
             )
         load_optimizer(self.optimizer, self.param_names, self.resume_from / "trainer")
-        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.optimizer.param_groups)})
-        # The learning rate of the next step from *this* config's schedule (the same number as the
-        # saved one unless the schedule, its length or the learning rate were changed on resume).
-        peak = self.cfg.optim.learning_rate
-        factor = lr_factor(self.cfg.optim.schedule, self.warmup, self.total_steps)
-        self.scheduler.base_lrs = [peak for _ in self.optimizer.param_groups]
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = peak
-            group["lr"] = peak * factor(self.scheduler.last_epoch)
-        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         load_rng(self.resume_from, state)
         self.step = int(state["step"])
         self.best = state.get("best")
@@ -571,13 +557,23 @@ class Trainer:
             batch.ref_logp[idx.to(self.device), : ref.shape[1]] = ref.float()
 
     # -- one optimizer step: the loss -----------------------------------------------------------------
+    def set_learning_rate(self) -> float:
+        """Assign the learning rate of the coming update: peak × schedule factor of the step number.
+
+        The same number transformers' LambdaLR gives after ``self.step`` scheduler steps; after a
+        resume it follows *this* config's schedule (the saved one, unless it was changed).
+        """
+        lr = self.cfg.optim.learning_rate * self.lr_factor(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
     def optimizer_step(self, batch: RolloutBatch) -> dict[str, float]:
         """One update over the whole rollout: gradients (micro-batches), clipping, AdamW, schedule."""
         result = self.accumulate_gradients(batch)
         max_norm = self.cfg.optim.max_grad_norm if self.cfg.optim.max_grad_norm is not None else math.inf
         result["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         batch.iterations_done += 1
         return result
@@ -686,7 +682,6 @@ class Trainer:
             "total_steps": self.total_steps,
             "num_iterations": self.mu,
             "config_hash": self.config_hash,
-            "scheduler": _scheduler_state(self.scheduler),
             "best": self.best,
             "param_names": self.param_names,
             "world_size": self.dist.world_size,
@@ -784,7 +779,7 @@ class Trainer:
                 self.batch = self.make_rollout(self.step // self.mu)
             assert self.batch is not None
             iteration = self.batch.iterations_done
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = self.set_learning_rate()
             train_started = time.perf_counter()
             stats = self.optimizer_step(self.batch)
             self.step += 1
