@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -50,7 +50,6 @@ class ClientStats:
     requests: int = 0
     retries: int = 0
     http_seconds: float = 0.0
-    statuses: dict[str, int] = field(default_factory=dict)  # "200", "429", "timeout", "connection", …
 
 
 class ChatClient:
@@ -119,22 +118,14 @@ class ChatClient:
             self.stats.retries += 1
         t0 = time.perf_counter()
         try:
-            try:
-                completion = await asyncio.wait_for(self._sdk.chat.completions.create(**params), self.timeout)
-            except (openai.APIError, asyncio.TimeoutError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise classify(exc, where=self.base_url, timeout=self.timeout, secrets=self._secrets) from exc
-            choice = _first_choice(completion)
-        except EndpointError as exc:
-            self._count(str(exc.status) if exc.status else exc.kind)
-            raise
+            completion = await asyncio.wait_for(self._sdk.chat.completions.create(**params), self.timeout)
+        except (openai.APIError, asyncio.TimeoutError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise classify(exc, where=self.base_url, timeout=self.timeout, secrets=self._secrets) from exc
         finally:
             self.stats.http_seconds += time.perf_counter() - t0
-        self._count("200")
+        choice = _first_choice(completion)
         _add_usage(usage, getattr(completion, "usage", None))
         return choice
-
-    def _count(self, what: str) -> None:
-        self.stats.statuses[what] = self.stats.statuses.get(what, 0) + 1
 
 
 def _sdk_client(endpoint: Endpoint, timeout: float) -> openai.AsyncOpenAI:

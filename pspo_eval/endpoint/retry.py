@@ -44,7 +44,6 @@ from tenacity.wait import wait_base
 from pspo_eval.endpoint.config import redact
 
 TRANSIENT_STATUS = frozenset({408, 429})  # and every 5xx
-KINDS = ("http", "timeout", "connection", "malformed", "auth")
 
 
 @dataclass
@@ -58,7 +57,7 @@ class CallUsage:
 
 
 class EndpointError(Exception):
-    """A failed attempt, or (once raised by the client) a call that failed for good; ``kind`` in KINDS."""
+    """A failed attempt, or (raised by the client) a call that failed for good; ``kind`` as in the table above."""
 
     def __init__(self, kind: str, message: str, *, status: int | None = None, retry_after: float | None = None):
         super().__init__(message)
