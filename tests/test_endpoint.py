@@ -189,6 +189,23 @@ def test_logprobs_give_each_token_and_its_top_k_alternatives():
     assert plain.tokens is None and plain.top_logprobs is None
 
 
+def test_the_judge_client_passes_logprobs_through():
+    from pspo_eval.judge.client import JudgeClient
+
+    async def ask(spec: str):
+        client = JudgeClient(parse_judge_spec(spec), timeout=5)
+        try:
+            return await client.chat([{"role": "user", "content": "rate"}], max_tokens=4, logprobs=True,
+                                     top_logprobs=2)
+        finally:
+            await client.aclose()
+
+    with FaultServer(default=("content", "4"), logprobs=True) as server:
+        reply = asyncio.run(ask(server.spec()))
+    assert reply.content == "4" and reply.usage.requests == 1  # the judge's own Usage
+    assert reply.reply.top_logprobs == [{"4": -0.25, "4#1": -1.25}]
+
+
 def test_logprobs_are_none_when_the_endpoint_does_not_return_them():
     with FaultServer(default=("content", "The answer is 7")) as server:  # ignores logprobs
         reply = _chat(Endpoint(server.base_url, "m"), logprobs=True, top_logprobs=2)

@@ -96,7 +96,7 @@ class ChatClient:
                     "top_logprobs": top_logprobs if logprobs else None}
         params.update({k: v for k, v in optional.items() if v is not None})
         if self._keyless:  # nothing to authenticate with: send no Authorization header at all
-            params["extra_headers"] = {"Authorization": openai.omit}
+            params["extra_headers"] = {"Authorization": openai.Omit()}
         usage = CallUsage()
         started = time.perf_counter()
         try:
