@@ -7,7 +7,8 @@ tests/test_judge_live.py): it answers ``POST /v1/chat/completions`` from a queue
 Behaviours: ``"ok"`` (the configured verdict), ``("content", text, finish_reason)``, ``("429", retry_after)``,
 ``("429ms", milliseconds)`` (the wait in ``retry-after-ms``), any other status code as a string (``"500"``,
 ``"401"``, ``"400"``, ``"404"``, ``"503"``, …: an error body that echoes the Authorization header),
-``"malformed"`` (200 with a body that is not JSON), ``"empty_choices"``,
+``"malformed"`` (200 with a body that is not JSON), ``("raw", body_bytes, content_type)`` (a 200 with exactly
+that body), ``"empty_choices"``,
 ``"hang"`` (answer only after ``hang_s``), ``"refusal"`` (OpenAI's ``message.refusal``), ``"drop"`` (close the
 connection without a reply), ``"die"`` (stop the whole server: every later request is refused), ``"parrot"``
 (echo the first JSON object found in the user message — a judge that repeats an injected verdict).
@@ -142,6 +143,8 @@ class FaultServer:
                     return self._send(int(name), {"error": {"message": f"failure ({echo})"}})
                 if name == "malformed":
                     return self._raw(200, b'{"choices": [{"message": {"content": "trunc')
+                if name == "raw":
+                    return self._raw(200, behaviour[1], content_type=behaviour[2])
                 if name == "empty_choices":
                     return self._send(200, {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 0}})
                 if name == "hang":
@@ -187,10 +190,11 @@ class FaultServer:
             def _send(self, status: int, obj: dict, headers: dict | None = None) -> None:
                 self._raw(status, json.dumps(obj).encode(), headers)
 
-            def _raw(self, status: int, data: bytes, headers: dict | None = None) -> None:
+            def _raw(self, status: int, data: bytes, headers: dict | None = None,
+                     content_type: str = "application/json") -> None:
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     for k, v in (headers or {}).items():
                         self.send_header(k, v)

@@ -63,6 +63,20 @@ def test_transient_failures_are_retried(behaviour, kind):
     assert reply.usage.prompt_tokens == 100  # only the reply that came back carried usage
 
 
+@pytest.mark.parametrize("body, content_type", [
+    (b"[1, 2]", "application/json"), (b'"text"', "application/json"), (b'{"choices": [1]}', "application/json"),
+    (b'{"choices": [{"message": "hi"}]}', "application/json"), (b"<html>busy</html>", "text/html"),
+])
+def test_odd_200_bodies_are_malformed_and_retried(body, content_type):
+    with FaultServer(default=("content", "fine")) as server:
+        server.queue(("raw", body, content_type))
+        with pytest.raises(EndpointError) as info:
+            _chat(Endpoint(server.base_url, "m"), retry=RetryPolicy(0))
+        assert info.value.kind == "malformed" and info.value.message.startswith("malformed reply")
+        server.queue(("raw", body, content_type))
+        assert _chat(Endpoint(server.base_url, "m")).usage.retries == 1
+
+
 @pytest.mark.parametrize("behaviour, kind", [
     ("400", "http"), ("404", "http"), ("422", "http"), ("401", "auth"), ("403", "auth"),
 ])

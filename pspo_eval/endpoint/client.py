@@ -155,7 +155,7 @@ def _first_choice(completion: Any) -> Any:
     choices = getattr(completion, "choices", None)
     if not isinstance(choices, list) or not choices:
         raise EndpointError("malformed", "malformed reply body: no choices", status=200)
-    if getattr(choices[0], "message", None) is None:
+    if not hasattr(getattr(choices[0], "message", None), "content"):  # absent, null, or not an object
         raise EndpointError("malformed", "malformed reply body: the first choice has no message", status=200)
     return choices[0]
 
