@@ -5,14 +5,18 @@ tests/test_judge_live.py): it answers ``POST /v1/chat/completions`` from a queue
 (then a default), and records every request so tests can assert what was sent.
 
 Behaviours: ``"ok"`` (the configured verdict), ``("content", text, finish_reason)``, ``("429", retry_after)``,
-``"500"``, ``"401"``, ``"400"``, ``"malformed"`` (200 with a body that is not JSON), ``"empty_choices"``,
+``("429ms", milliseconds)`` (the wait in ``retry-after-ms``), any other status code as a string (``"500"``,
+``"401"``, ``"400"``, ``"404"``, ``"503"``, …: an error body that echoes the Authorization header),
+``"malformed"`` (200 with a body that is not JSON), ``("raw", body_bytes, content_type)`` (a 200 with exactly
+that body), ``"empty_choices"``,
 ``"hang"`` (answer only after ``hang_s``), ``"refusal"`` (OpenAI's ``message.refusal``), ``"drop"`` (close the
 connection without a reply), ``"die"`` (stop the whole server: every later request is refused), ``"parrot"``
 (echo the first JSON object found in the user message — a judge that repeats an injected verdict).
 
 ``structured`` says what the server does with ``response_format``: ``"ignore"`` (like ``transformers
 serve``), ``"reject"`` (HTTP 400 when present) or ``"enforce"`` (like vLLM/OpenAI: it answers the probe's
-schema exactly).
+schema exactly). ``logprobs=True`` makes it honour ``logprobs``/``top_logprobs`` like vLLM and OpenAI
+(deterministic values, see ``fake_logprobs``); by default it ignores them.
 """
 
 from __future__ import annotations
@@ -30,12 +34,13 @@ PROBE_VALUE = "pspo-probe-ok"
 
 class FaultServer:
     def __init__(self, *, verdict: dict | None = None, structured: str = "ignore", hang_s: float = 5.0,
-                 default: Any = "ok", latency_s: float = 0.0):
+                 default: Any = "ok", latency_s: float = 0.0, logprobs: bool = False):
         self.verdict = verdict or {}
         self.structured = structured
         self.hang_s = hang_s
         self.default = default
         self.latency_s = latency_s
+        self.logprobs = logprobs
         self.script: deque = deque()
         self.requests: list[dict] = []  # {"headers": {...}, "body": {...}, "behaviour": ...}
         self.lock = threading.Lock()
@@ -108,10 +113,12 @@ class FaultServer:
                     body = {}
                 behaviour = server._next(body)
                 with server.lock:
-                    server.requests.append({"headers": dict(self.headers), "body": body, "behaviour": behaviour,
-                                            "t": time.monotonic()})
+                    # Headers as received, looked up case-insensitively (the SDK sends lower-case names).
+                    server.requests.append({"headers": self.headers, "path": self.path, "body": body,
+                                            "behaviour": behaviour, "t": time.monotonic()})
                 if server.latency_s:
                     time.sleep(server.latency_s)
+                self.request_body = body
                 self._act(body, behaviour)
 
             def _act(self, body: dict, behaviour: Any) -> None:
@@ -128,12 +135,16 @@ class FaultServer:
                 if name == "429":
                     retry_after = behaviour[1] if isinstance(behaviour, tuple) else 1
                     return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": str(retry_after)})
-                if name in ("500", "401", "400"):
+                if name == "429ms":
+                    return self._send(429, {"error": {"message": "rate limited"}}, {"retry-after-ms": str(behaviour[1])})
+                if name.isdigit():
                     # A server that echoes the Authorization header in its error: it must not leak anywhere.
                     echo = self.headers.get("Authorization", "")
                     return self._send(int(name), {"error": {"message": f"failure ({echo})"}})
                 if name == "malformed":
                     return self._raw(200, b'{"choices": [{"message": {"content": "trunc')
+                if name == "raw":
+                    return self._raw(200, behaviour[1], content_type=behaviour[2])
                 if name == "empty_choices":
                     return self._send(200, {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 0}})
                 if name == "hang":
@@ -166,20 +177,24 @@ class FaultServer:
                 return self._reply("Hello! OK.")
 
             def _reply(self, content: str, finish_reason: str = "stop") -> None:
+                choice: dict[str, Any] = {"index": 0, "finish_reason": finish_reason,
+                                          "message": {"role": "assistant", "content": content}}
+                asked = getattr(self, "request_body", {})
+                if server.logprobs and asked.get("logprobs"):
+                    choice["logprobs"] = {"content": fake_logprobs(content, int(asked.get("top_logprobs") or 0))}
                 self._send(200, {
-                    "id": "x", "object": "chat.completion", "model": body_model(self),
-                    "choices": [{"index": 0, "finish_reason": finish_reason,
-                                 "message": {"role": "assistant", "content": content}}],
+                    "id": "x", "object": "chat.completion", "model": body_model(self), "choices": [choice],
                     "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
                 })
 
             def _send(self, status: int, obj: dict, headers: dict | None = None) -> None:
                 self._raw(status, json.dumps(obj).encode(), headers)
 
-            def _raw(self, status: int, data: bytes, headers: dict | None = None) -> None:
+            def _raw(self, status: int, data: bytes, headers: dict | None = None,
+                     content_type: str = "application/json") -> None:
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     for k, v in (headers or {}).items():
                         self.send_header(k, v)
@@ -192,6 +207,17 @@ class FaultServer:
             return "fault-judge"
 
         return Handler
+
+
+def fake_logprobs(content: str, k: int) -> list[dict]:
+    """OpenAI's per-token logprobs for ``content`` split into words: word i has logprob -(i+1)/4, and its
+    top-k alternatives are the word itself, then ``word#1``, ``word#2``, … each 1 lower."""
+    out = []
+    for i, token in enumerate(re.findall(r"\s*\S+", content)):
+        lp = -(i + 1) / 4
+        top = [{"token": token if j == 0 else f"{token}#{j}", "logprob": lp - j, "bytes": None} for j in range(k)]
+        out.append({"token": token, "logprob": lp, "bytes": list(token.encode()), "top_logprobs": top})
+    return out
 
 
 def _is_probe(body: dict) -> bool:

@@ -1,10 +1,11 @@
 """The `openai` backend: any OpenAI-compatible chat server (vLLM, transformers serve, OpenAI, …).
 
-Requests go through the judge subsystem's HTTP client (:class:`pspo_eval.judge.client.JudgeClient`),
-so generation gets the same bounded concurrency, per-request timeout and retries (429/5xx/timeouts,
-honouring ``Retry-After``) and the same key handling: the key is read from the environment variable
-named by ``--api-key-env`` and never stored. The server applies its own chat template; the prompt
-recorded with each sample is the JSON of the messages sent. Token counts come from ``usage``.
+Requests go through the shared endpoint client (:class:`pspo_eval.endpoint.client.ChatClient`, the
+``openai`` SDK with our tenacity retries), so generation gets the judges' per-request timeout and
+retries (429/5xx/timeouts, honouring ``Retry-After``) and their key handling: the key is read from
+the environment variable named by ``--api-key-env`` and never stored. Concurrency is bounded here.
+The server applies its own chat template; the prompt recorded with each sample is the JSON of the
+messages sent. Token counts come from ``usage``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import time
 from collections.abc import Sequence
 
+from pspo_eval.endpoint.config import Endpoint, clean_url
 from pspo_eval.errors import PspoError
 from pspo_eval.generation.base import GenRequest, GenResult, Progress
 
@@ -33,27 +35,18 @@ class OpenAIBackend:
         max_retries: int = 6,
         **_: object,
     ):
-        from pspo_eval.judge.specs import JudgeSpec, _clean_url, redact_url
-
         if not base_url or not api_model:
             raise PspoError("the openai backend needs --base-url and --api-model", "e.g. --base-url http://127.0.0.1:8000/v1 --api-model my-model")
-        self.spec = JudgeSpec(
-            spec=f"{redact_url(base_url)}::{api_model}",
-            kind="url",
-            model=api_model,
-            base_url=_clean_url(base_url),
-            key_env=api_key_env,
-            identity=api_model,
-        )
-        if api_key_env and not self.spec.api_key():
+        self.endpoint = Endpoint(clean_url(base_url, what="--base-url"), api_model, api_key_env)
+        if api_key_env and not self.endpoint.api_key():
             raise PspoError(f"--api-key-env {api_key_env}: that environment variable is not set", f"export {api_key_env}=…")
         self.concurrency = max(1, int(concurrency))
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
 
     def describe(self) -> dict:
-        return {"backend": "openai", "base_url": self.spec.base_url, "api_model": self.spec.model,
-                "concurrency": self.concurrency, "api_key_env": self.spec.key_env}
+        return {"backend": "openai", "base_url": self.endpoint.base_url, "api_model": self.endpoint.model,
+                "concurrency": self.concurrency, "api_key_env": self.endpoint.key_env}
 
     def render(self, messages: list[dict], problem, prompt_config) -> str:
         return json.dumps(messages, ensure_ascii=False)
@@ -62,9 +55,10 @@ class OpenAIBackend:
         return asyncio.run(self._generate(list(requests), progress))
 
     async def _generate(self, requests: list[GenRequest], progress: Progress | None) -> list[GenResult]:
-        from pspo_eval.judge.client import JudgeCallError, JudgeClient
+        from pspo_eval.endpoint.client import ChatClient
+        from pspo_eval.endpoint.retry import EndpointError, RetryPolicy
 
-        client = JudgeClient(self.spec, timeout=self.timeout, max_retries=self.max_retries, concurrency=self.concurrency)
+        client = ChatClient(self.endpoint, timeout=self.timeout, retry=RetryPolicy(max_retries=self.max_retries))
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(req: GenRequest) -> GenResult:
@@ -78,7 +72,11 @@ class OpenAIBackend:
                         seed=req.seed,
                         top_p=req.top_p if req.temperature > 0 else None,
                     )
-                except JudgeCallError as exc:
+                except EndpointError as exc:
+                    if exc.kind == "auth":  # the key is wrong for every request alike
+                        raise PspoError(f"the server at {self.endpoint.base_url} refused the request ({exc.message})",
+                                        f"check the key in ${self.endpoint.key_env}" if self.endpoint.key_env
+                                        else "this server needs a key: pass --api-key-env NAME") from None
                     # Stored as finish_reason "error" and graded incorrect; a rerun does not redo it
                     # automatically, so the count of errors is reported with the results.
                     return GenResult("", "error", 0, 0, time.perf_counter() - t0, {"error": exc.message})
@@ -98,7 +96,6 @@ class OpenAIBackend:
             results = await asyncio.gather(*(one(r) for r in requests))
         finally:
             await client.aclose()
-        # Each request's own latency overlaps with others': report wall time shared evenly.
         return list(results)
 
     def close(self) -> None:

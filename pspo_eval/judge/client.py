@@ -1,42 +1,31 @@
-"""The HTTP client for OpenAI-compatible chat endpoints: retries, timeouts, usage, the capability probe.
+"""The judge's side of an OpenAI-compatible endpoint: :class:`JudgeClient` and the capability probe.
 
-Why httpx and not the ``openai`` package: the judge must see every raw status code, ``Retry-After``
-/ ``retry-after-ms`` header and malformed body itself, so that retries are counted, waits honour
-the server and each failure becomes a typed outcome. With the ``openai`` client we would disable its
-retries anyway and then unpick its exception hierarchy; one small, transparent code path over httpx
-serves OpenAI, vLLM and ``transformers serve`` alike, and the fault-injection tests exercise exactly
-the code that runs in production.
+The requests themselves, their retries and the classification of failures live in
+:mod:`pspo_eval.endpoint` (the ``openai`` SDK with tenacity; shared with the ``openai`` generation
+backend). This module adds what is the judge's own:
 
-Failure handling, per request:
-
-- 429, 408, 5xx, a timeout, a dropped connection, a body that is not JSON or has no choices:
-  retried up to ``max_retries`` times, waiting ``Retry-After`` when the server says so (capped at
-  ``retry_after_cap``), else exponential backoff ``base * 2^attempt`` with jitter (half fixed, half
-  random), capped at ``backoff_cap``;
-- 401/403: the key is wrong or missing for every item alike, so the run stops at once with a
-  one-line :class:`PspoError`;
-- other 4xx (400 context too long, 404, 422): not retried; the item ends as ``api_error``.
-
-A request's total time is bounded by ``asyncio.wait_for`` as well as httpx's timeouts, so a server
-that trickles bytes cannot hold a worker forever.
+- counters as the judge's :class:`~pspo_eval.judge.records.Usage` (which also counts re-asks and
+  cost), on replies and on :class:`JudgeCallError`, the failure that ends an item as ``api_error``;
+- a 401/403 stops the whole run with a one-line :class:`PspoError` naming the judge and the key's
+  variable (the key is wrong for every item alike);
+- :func:`probe_strategy`, which finds the structured-output mode the endpoint really honours.
 """
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
 import json
-import random
-import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import httpx
-
+from pspo_eval.endpoint.client import ChatClient, ChatReply
+from pspo_eval.endpoint.retry import CallUsage, EndpointError, RetryPolicy, parse_retry_after
 from pspo_eval.errors import PspoError
 from pspo_eval.judge.records import Usage
-from pspo_eval.judge.specs import JudgeSpec, redact
+from pspo_eval.judge.specs import JudgeSpec
+
+__all__ = ["STRATEGIES", "JudgeCallError", "JudgeClient", "JudgeReply", "ProbeResult", "now_iso",
+           "parse_retry_after", "probe_strategy"]
 
 STRATEGIES = ("json_schema", "json_object", "prompt")
 
@@ -53,55 +42,23 @@ class JudgeCallError(Exception):
 
 
 @dataclass
-class ChatReply:
+class JudgeReply:
+    """An endpoint reply with its counters as a judge :class:`Usage`; ``reply`` keeps the rest (log-probabilities)."""
+
     content: str | None
     finish_reason: str | None
     refusal: str | None
     usage: Usage
     latency_s: float
+    reply: ChatReply
 
 
-@dataclass
-class ClientStats:
-    """Counters for a whole run (benchmarks read ``http_seconds`` to separate server time from overhead)."""
-
-    requests: int = 0
-    retries: int = 0
-    http_seconds: float = 0.0
-    statuses: dict[str, int] = field(default_factory=dict)
-
-
-def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, ``Retry-After: <seconds>`` or ``Retry-After: <HTTP date>``."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            value = float(ms) / 1000.0
-            if value >= 0:
-                return value
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    raw = raw.strip()
-    try:
-        value = float(raw)
-        return value if value >= 0 else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    delta = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, delta)
+def _usage(counts: CallUsage) -> Usage:
+    return Usage(**asdict(counts))
 
 
 class JudgeClient:
-    """One OpenAI-compatible chat endpoint (see the module docstring)."""
+    """One judge's endpoint: :class:`~pspo_eval.endpoint.client.ChatClient` with the judge's counters and errors."""
 
     def __init__(
         self,
@@ -111,214 +68,34 @@ class JudgeClient:
         model: str | None = None,
         timeout: float = 120.0,
         max_retries: int = 4,
-        concurrency: int = 8,
         backoff_base: float = 1.0,
         backoff_cap: float = 30.0,
         retry_after_cap: float = 120.0,
     ):
         self.spec = spec
-        self.base_url = (base_url or spec.base_url or "").rstrip("/")
-        self.model = model or spec.model
-        self.url = self.base_url + "/chat/completions"
-        self.timeout = float(timeout)
         self.max_retries = int(max_retries)
-        self.backoff_base = float(backoff_base)
-        self.backoff_cap = float(backoff_cap)
-        self.retry_after_cap = float(retry_after_cap)
-        self.stats = ClientStats()
-        self._rng = random.Random()
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-            limits=httpx.Limits(max_connections=max(1, concurrency), max_keepalive_connections=max(1, concurrency)),
-            trust_env=False,  # never pick up proxies or netrc credentials implicitly
-        )
+        policy = RetryPolicy(self.max_retries, float(backoff_base), float(backoff_cap), float(retry_after_cap))
+        self.endpoint = ChatClient(spec.endpoint(base_url=base_url, model=model), timeout=timeout, retry=policy)
+        self.base_url = self.endpoint.base_url
+        self.stats = self.endpoint.stats
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self.endpoint.aclose()
 
-    def _secrets(self) -> list[str]:
-        key = self.spec.api_key()
-        return [key] if key else []
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        key = self.spec.api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
-
-    def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.backoff_cap, self.backoff_base * (2**attempt))
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
-
-    def body(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-        response_format: dict | None,
-        top_p: float | None = None,
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature}
-        if top_p is not None and top_p < 1.0:
-            body["top_p"] = top_p
-        # OpenAI's newer models only take max_completion_tokens; other servers know max_tokens.
-        body["max_completion_tokens" if self.spec.kind == "openai" else "max_tokens"] = max_tokens
-        if seed is not None:
-            body["seed"] = seed
-        if response_format is not None:
-            body["response_format"] = response_format
-        return body
-
-    async def chat(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        seed: int | None = 0,
-        response_format: dict | None = None,
-        max_retries: int | None = None,
-        top_p: float | None = None,
-    ) -> ChatReply:
-        body = self.body(messages, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                         response_format=response_format, top_p=top_p)
-        data, usage, latency = await self._post(body, self.max_retries if max_retries is None else max_retries)
-        choice = data["choices"][0]
-        message = choice.get("message") or {}
-        content = message.get("content")
-        if content is not None and not isinstance(content, str):
-            # Some servers return a list of content parts; keep the text parts.
-            if isinstance(content, list):
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            else:
-                content = json.dumps(content)
-        refusal = message.get("refusal")
-        return ChatReply(
-            content=content,
-            finish_reason=choice.get("finish_reason"),
-            refusal=refusal if isinstance(refusal, str) and refusal.strip() else None,
-            usage=usage,
-            latency_s=latency,
-        )
-
-    async def _post(self, body: dict, max_retries: int) -> tuple[dict, Usage, float]:
-        usage = Usage()
-        last: JudgeCallError | None = None
-        started = time.perf_counter()
-        for attempt in range(max_retries + 1):
-            usage.requests += 1
-            self.stats.requests += 1
-            if attempt:
-                usage.retries += 1
-                self.stats.retries += 1
-            retry_after: float | None = None
-            t0 = time.perf_counter()
-            try:
-                response = await asyncio.wait_for(
-                    self._http.post(self.url, json=body, headers=self._headers()), timeout=self.timeout
-                )
-            except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
-                if isinstance(exc, httpx.ConnectTimeout):
-                    last = JudgeCallError("connection", f"cannot connect to {self.base_url} (timed out)")
-                else:
-                    last = JudgeCallError("timeout", f"no reply within {self.timeout:g}s")
-                self._count("timeout")
-            except httpx.ConnectError as exc:
-                last = JudgeCallError("connection", f"cannot connect to {self.base_url} ({_short_exc(exc)})")
-                self._count("connect")
-            except httpx.TransportError as exc:  # the connection dropped mid-request
-                last = JudgeCallError("connection", f"connection to {self.base_url} failed ({_short_exc(exc)})")
-                self._count("transport")
-            else:
-                self._count(str(response.status_code))
-                status = response.status_code
-                if status == 200:
-                    data, problem = _decode(response)
-                    if problem is None:
-                        assert data is not None
-                        _add_usage(usage, data.get("usage"))
-                        latency = time.perf_counter() - t0
-                        self.stats.http_seconds += latency
-                        return data, usage, time.perf_counter() - started
-                    last = JudgeCallError("malformed", f"malformed reply body: {problem}", status=status)
-                elif status in (401, 403):
-                    raise PspoError(
-                        f"judge {self.spec.identity} refused the request (HTTP {status}: "
-                        f"{self._detail(response)})",
-                        f"check the API key in ${self.spec.key_env}" if self.spec.key_env
-                        else "this server needs a key: pass --api-key-env NAME with the key in $NAME",
-                    )
-                elif status in (408, 429) or status >= 500:
-                    retry_after = parse_retry_after(response.headers)
-                    last = JudgeCallError("http", f"HTTP {status}: {self._detail(response)}", status=status)
-                else:
-                    self.stats.http_seconds += time.perf_counter() - t0
-                    raise JudgeCallError("http", f"HTTP {status}: {self._detail(response)}", status=status,
-                                         usage=usage)
-            self.stats.http_seconds += time.perf_counter() - t0
-            if attempt >= max_retries:
-                break
-            delay = min(retry_after, self.retry_after_cap) if retry_after is not None else self._backoff(attempt)
-            await asyncio.sleep(delay)
-        assert last is not None
-        if usage.retries:
-            last.message += f" (after {usage.retries} retr{'y' if usage.retries == 1 else 'ies'})"
-        last.usage = usage
-        raise last
-
-    def _count(self, what: str) -> None:
-        self.stats.statuses[what] = self.stats.statuses.get(what, 0) + 1
-
-    def _detail(self, response: httpx.Response) -> str:
-        """The server's error message, short and with secrets removed."""
+    async def chat(self, messages: list[dict[str, str]], **request: Any) -> JudgeReply:
+        """:meth:`ChatClient.chat <pspo_eval.endpoint.client.ChatClient.chat>` (same keywords), judge-typed."""
         try:
-            text = response.text
-        except Exception:  # pragma: no cover - undecodable body
-            text = ""
-        try:
-            obj = json.loads(text)
-            if isinstance(obj, dict):
-                err = obj.get("error", obj.get("detail", obj))
-                if isinstance(err, dict):
-                    err = err.get("message", err)
-                text = str(err)
-        except (ValueError, RecursionError):
-            pass
-        text = " ".join(text.split())[:200] or response.reason_phrase
-        return redact(text, self._secrets())
-
-
-def _short_exc(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return " ".join(text.split())[:120]
-
-
-def _decode(response: httpx.Response) -> tuple[dict | None, str | None]:
-    try:
-        data = response.json()
-    except (ValueError, RecursionError, UnicodeDecodeError):
-        return None, "not JSON"
-    if not isinstance(data, dict):
-        return None, "not a JSON object"
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices:
-        return None, "no choices"
-    first = choices[0]
-    if not isinstance(first, dict) or not isinstance(first.get("message"), dict):
-        return None, "the first choice has no message"
-    return data, None
-
-
-def _add_usage(usage: Usage, raw: Any) -> None:
-    if not isinstance(raw, dict):
-        return
-    for name in ("prompt_tokens", "completion_tokens"):
-        value = raw.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9:
-            setattr(usage, name, getattr(usage, name) + value)
+            reply = await self.endpoint.chat(messages, **request)
+        except EndpointError as exc:
+            if exc.kind == "auth":
+                raise PspoError(
+                    f"judge {self.spec.identity} refused the request ({exc.message})",
+                    f"check the API key in ${self.spec.key_env}" if self.spec.key_env
+                    else "this server needs a key: pass --api-key-env NAME with the key in $NAME",
+                ) from None
+            raise JudgeCallError(exc.kind, exc.message, status=exc.status, usage=_usage(exc.usage)) from None
+        return JudgeReply(reply.content, reply.finish_reason, reply.refusal, _usage(reply.usage), reply.latency_s,
+                          reply)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -522,7 +522,7 @@ def _run_one_judge(
 
         async def main() -> _JudgeResult:
             client = JudgeClient(spec, base_url=base_url, model=model, timeout=timeout, max_retries=max_retries,
-                                 concurrency=concurrency, backoff_base=backoff_base)
+                                 backoff_base=backoff_base)
             try:
                 strategy, probe_usage = await _choose_strategy(client, store, spec, structured)
                 result = await _run_tasks(

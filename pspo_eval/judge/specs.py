@@ -10,12 +10,18 @@ Three forms:
 - ``local`` (or ``local:MODEL``) — ``transformers serve`` started on a free loopback port with the
   demo model (or MODEL), stopped afterwards.
 
+Any form may end in endpoint options written like a URL query after the model,
+``openai:gpt-4o-mini?organization=org-1&project=proj_2&header.X-Team=evals``, or
+``https://RESOURCE.openai.azure.com::DEPLOYMENT?api_version=2024-10-21&key_env=AZURE_OPENAI_API_KEY``
+for Azure OpenAI; :func:`pspo_eval.endpoint.config.parse_options` lists them. Options never change
+a judge's identity.
+
 A judge's **identity** (part of every cache key, and its folder name under ``judgments/``) is the
 model it runs, not where it runs: ``openai:gpt-4o-mini``, ``local:smollm2-135m-instruct``, or the
 served model name for ``URL::MODEL``. A vLLM server moved to another host or port therefore reuses
 its earlier verdicts, and the local judge's random port never invalidates anything.
 
-Keys are read from the environment when a request is built and live only in that request's
+Keys are read from the environment when the judge's client is built and live only in its request
 headers; :func:`redact` scrubs them (and any ``Bearer …`` token) from every message the judge
 subsystem stores or prints.
 """
@@ -23,13 +29,22 @@ subsystem stores or prints.
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
+from pspo_eval.endpoint.config import (
+    ENV_NAME,
+    Endpoint,
+    EndpointOptions,
+    clean_url,
+    parse_options,
+    redact,
+    redact_url,
+)
 from pspo_eval.errors import PspoError
 from pspo_eval.store import safe_name
+
+__all__ = ["JudgeSpec", "check_key", "known_secrets", "model_identity", "parse_judge_spec", "redact", "redact_url"]
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _SPEC_HINT = "use openai:MODEL, URL::MODEL (e.g. http://localhost:8000/v1::Qwen/Qwen2.5-7B-Instruct) or local"
@@ -43,6 +58,7 @@ class JudgeSpec:
     base_url: str | None  # None for "local" until the server runs
     key_env: str | None  # the environment variable holding the key (never the key itself)
     identity: str
+    options: EndpointOptions = field(default_factory=EndpointOptions)  # from ``?key=value&…`` after the model
 
     @property
     def label(self) -> str:
@@ -54,37 +70,45 @@ class JudgeSpec:
             return None
         return os.environ.get(self.key_env) or None
 
-
-def _clean_url(url: str) -> str:
-    """Drop credentials, query and fragment from a URL; add ``/v1`` when no path is given."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PspoError(f"judge URL '{redact_url(url)}' is not an http(s) URL", _SPEC_HINT)
-    host = parts.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    path = parts.path.rstrip("/")
-    if path in ("",):
-        path = "/v1"
-    return urlunsplit((parts.scheme, netloc, path, "", ""))
+    def endpoint(self, *, base_url: str | None = None, model: str | None = None) -> Endpoint:
+        """Where requests go (``base_url``/``model`` override the spec's: a local server's, once started)."""
+        url = base_url or self.base_url
+        if not url:
+            raise ValueError(f"judge {self.identity} has no URL yet (start its server first)")
+        return Endpoint(url.rstrip("/"), model or self.model, self.key_env, self.kind == "openai", self.options)
 
 
-def redact_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        if parts.username or parts.password:
-            netloc = parts.hostname or ""
-            if parts.port:
-                netloc += f":{parts.port}"
-            return urlunsplit((parts.scheme, "***@" + netloc, parts.path, "", ""))
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-    except ValueError:
-        return "<unparsable URL>"
+def _clean_url(url: str, default_path: str = "/v1") -> str:
+    return clean_url(url, default_path=default_path, what="judge URL", hint=_SPEC_HINT)
 
 
 def parse_judge_spec(spec: str, *, api_key_env: str | None = None) -> JudgeSpec:
-    """Parse one ``--judge`` value (see the module docstring); an unknown form is a one-line PspoError."""
+    """Parse one ``--judge`` value: its form (see the module docstring), then any ``?options``."""
+    text, sep, query = _split_options(spec.strip())
+    options = parse_options(query) if sep else EndpointOptions()
+    parsed = _parse_form(text, api_key_env=api_key_env, default_path="" if options.api_version else "/v1")
+    return _with_options(parsed, options) if sep else parsed
+
+
+def _split_options(text: str) -> tuple[str, str, str]:
+    """(form, "?", options): options start at the first ``?`` after the last ``::`` (a URL may hold a ``?``)."""
+    head, colons, tail = text.rpartition("::")
+    form, sep, query = tail.partition("?")
+    return head + colons + form, sep, query
+
+
+def _with_options(spec: JudgeSpec, options: EndpointOptions) -> JudgeSpec:
+    if options.api_version is not None and spec.kind != "url":
+        raise PspoError("the api_version option is for Azure OpenAI endpoints",
+                        "write https://RESOURCE.openai.azure.com::DEPLOYMENT?api_version=…&key_env=NAME")
+    if options.key_env is not None and spec.kind == "local":
+        raise PspoError("a local judge takes no key", "drop key_env=… from the spec")
+    return replace(spec, spec=f"{spec.spec}?{options.describe()}", key_env=options.key_env or spec.key_env,
+                   options=options)
+
+
+def _parse_form(spec: str, *, api_key_env: str | None, default_path: str) -> JudgeSpec:
+    """One form (``local[:MODEL]``, ``URL::MODEL``, ``openai:MODEL``), without options."""
     text = spec.strip()
     if not text:
         raise PspoError("empty --judge value", _SPEC_HINT)
@@ -98,8 +122,8 @@ def parse_judge_spec(spec: str, *, api_key_env: str | None = None) -> JudgeSpec:
         model = model.strip()
         if not model:
             raise PspoError(f"judge spec '{redact_url(url)}::' names no model", _SPEC_HINT)
-        base = _clean_url(url)
-        if api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key_env):
+        base = _clean_url(url, default_path)
+        if api_key_env is not None and not ENV_NAME.fullmatch(api_key_env):
             raise PspoError(f"--api-key-env '{api_key_env}' is not an environment variable name",
                             "give the NAME of the variable that holds the key, not the key")
         identity = model_identity(model)
@@ -121,35 +145,26 @@ def model_identity(model: str) -> str:
 
 
 def check_key(spec: JudgeSpec) -> None:
-    """Fail early (one line) when a judge needs a key that is not set."""
+    """Fail early (one line) when a judge needs a key, or a header value, that is not set."""
     if spec.kind == "openai" and not spec.api_key():
-        raise PspoError(f"judge {spec.identity} needs an API key, but $OPENAI_API_KEY is not set",
-                        "export OPENAI_API_KEY=… (it is never written to disk)")
+        raise PspoError(f"judge {spec.identity} needs an API key, but ${spec.key_env} is not set",
+                        f"export {spec.key_env}=… (it is never written to disk)")
     if spec.kind == "url" and spec.key_env and not spec.api_key():
-        raise PspoError(f"--api-key-env {spec.key_env}: that environment variable is not set",
-                        f"export {spec.key_env}=…, or drop --api-key-env for a server without a key")
-
-
-_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
-_SK = re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}")
-_AUTH_HEADER = re.compile(r"(?i)(authorization\"?\s*[:=]\s*\"?)[^\"\n,}]+")
-
-
-def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
-    """Remove API keys and Authorization values from a message before it is stored or printed."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    text = _BEARER.sub(r"\1***", text)
-    text = _AUTH_HEADER.sub(r"\1***", text)
-    return _SK.sub("sk-***", text)
+        given = "key_env" if spec.options.key_env else "--api-key-env"
+        raise PspoError(f"{given} {spec.key_env}: that environment variable is not set",
+                        f"export {spec.key_env}=…, or drop {given} for a server without a key")
+    if spec.options.api_version is not None and not spec.key_env:
+        raise PspoError(f"judge {spec.identity} is an Azure OpenAI deployment and needs a key",
+                        "add key_env=NAME after the deployment, or pass --api-key-env NAME")
+    spec.options.header_values()  # a header read from an unset variable fails here, before any work
 
 
 def known_secrets(*specs: JudgeSpec) -> list[str]:
-    """The key values currently in the environment for these judges (to scrub them from messages)."""
+    """The key (and secret header) values currently in the environment for these judges, to scrub them."""
     out = []
     for spec in specs:
         key = spec.api_key()
         if key:
             out.append(key)
+        out += spec.options.secrets()
     return out

@@ -217,8 +217,9 @@ def test_keys_never_reach_disk_logs_or_errors(tmp_path, monkeypatch, capfd):
         assert all(r["headers"].get("Authorization") == f"Bearer {SECRET}" for r in server.requests)
         server.queue("401")
         RunStore(run).shard("samples", "m", "gsm8k", "t0").append([sample("m", "p9", "x")])
-        with pytest.raises(PspoError) as info:
-            judge_run(run, [server.spec()], "math_response_quality", api_key_env="JUDGE_KEY", **FAST)
+        with pytest.raises(PspoError) as info:  # one at a time: the 401 must not race p0's retry to an ok
+            judge_run(run, [server.spec()], "math_response_quality", api_key_env="JUDGE_KEY", concurrency=1,
+                      **FAST)
     assert "refused the request (HTTP 401" in str(info.value) and "$JUDGE_KEY" in str(info.value)
     assert SECRET not in str(info.value) and "sk-test" not in str(info.value)
     failed = [r for r in _records(run) if r["outcome"] == "api_error"]
