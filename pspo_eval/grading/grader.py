@@ -269,22 +269,22 @@ def _number_reason(value: Num, gold: Num, correct: bool) -> str:
 
 
 def _read_number(cand: Candidate, text: str, gold: GoldAnswer, nouns: frozenset[str]) -> _Read | None:
+    by_noun = None
     if cand.method == "last_number":
-        line = extract.final_line(text)
-        value = pick_by_noun(extract.last_sentence(line), nouns) if nouns else None
-        if value is None:
-            found = last_numbers(text, 1)
-            value = found[0] if found else None
+        by_noun = pick_by_noun(extract.last_sentence(extract.final_line(text)), nouns) if nouns else None
+        found = [by_noun] if by_noun is not None else last_numbers(text, 1)
+        value = found[0] if found else None
     elif cand.method in ("answer_is", "bold"):
         segment = extract.cut_sentence(cand.text)
-        value = (pick_by_noun(segment, nouns) if nouns else None) or number_in(segment, anchored=False)
+        by_noun = pick_by_noun(segment, nouns) if nouns else None
+        value = by_noun or number_in(segment, anchored=False)
     else:
         value = number_in(cand.text, anchored=cand.method == "hash")
     if value is None:
         return None
     correct = numbers_match(value, gold.numbers[0])
     reason = _number_reason(value, gold.numbers[0], correct)
-    return _Read(value.canonical(), correct, reason + (" (the quantity the question asks for)" if nouns else ""))
+    return _Read(value.canonical(), correct, reason + (" (the quantity the question asks for)" if by_noun else ""))
 
 
 def _read_list(cand: Candidate, text: str, gold: GoldAnswer) -> _Read | None:
