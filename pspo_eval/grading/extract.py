@@ -258,9 +258,10 @@ def answer_is_candidates(text: str) -> Iterator[Candidate]:
                 found.append(m.end())
     for end in reversed(found):
         segment = line_after(text, end)
-        stop = _SENTENCE_END_RE.search(segment.lstrip(), 1)
-        if stop is not None and stop.group() == "?":
-            continue  # 'Final Answer: How much is the boat worth?' restates the question
+        if "?" in segment:
+            stop = _SENTENCE_END_RE.search(segment.lstrip(), 1)
+            if stop is not None and stop.group() == "?":
+                continue  # 'Final Answer: How much is the boat worth?' restates the question
         yield Candidate("answer_is", segment)
 
 

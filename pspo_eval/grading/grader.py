@@ -43,17 +43,17 @@ def _grade(
     alternatives: list[str] | None = None,
 ) -> Grade:
     """A Grade straight from pydantic's core validator (grading is a hot loop; this is ~3x cheaper)."""
-    return _GRADE_VALIDATOR.validate_python(
-        {
-            "extracted": extracted,
-            "correct": correct,
-            "strict": strict,
-            "method": method,
-            "timed_out": timed_out,
-            "why": why,
-            "alternatives": alternatives or [],
-        }
-    )
+    fields = {
+        "extracted": extracted,
+        "correct": correct,
+        "strict": strict,
+        "method": method,
+        "timed_out": timed_out,
+        "why": why,
+    }
+    if alternatives:  # the default (an empty list) is cheaper than validating one
+        fields["alternatives"] = alternatives
+    return _GRADE_VALIDATOR.validate_python(fields)
 
 
 _GRADE_VALIDATOR = Grade.__pydantic_validator__
@@ -319,11 +319,14 @@ def _read_text(cand: Candidate, text: str, gold: GoldAnswer) -> _Read | None:
     return _Read(" ".join(words[: max(n, 1) + 8]), correct, reason)
 
 
+_NO_NOUNS: frozenset[str] = frozenset()
+
+
 def _grade_numeric(
     response: str, gold: GoldAnswer, policy: GradingPolicy, question: str | None = None, explain: bool = False
 ) -> Grade:
     text = extract.prepare(response)
-    nouns = asked_nouns(question) if question and gold.kind == "number" else frozenset()
+    nouns = asked_nouns(question) if question and gold.kind == "number" else _NO_NOUNS
     passed: list[str] = []
     chosen: tuple[Candidate, _Read] | None = None
     alternatives: list[str] = []
@@ -353,9 +356,9 @@ def _grade_numeric(
     # For numbers, strict '####' means lm-eval's shape: the number right after it ('#### 18').
     strict_shape = cand.method != "hash" or cand.strict_format or gold.kind == "text"
     strict = read.correct and cand.method in policy.strict_methods and strict_shape
-    why = f"{cand.method}: {read.extracted} {read.reason}"
-    if passed:
-        why += f"; passed over {', '.join(passed[:4])}"
+    why = f"{cand.method}: {read.extracted} {read.reason}; passed over {', '.join(passed[:4])}" if passed else (
+        f"{cand.method}: {read.extracted} {read.reason}"
+    )
     return _grade(
         extracted=read.extracted, correct=read.correct, strict=strict, method=cand.method, why=why,
         alternatives=alternatives,

@@ -39,9 +39,9 @@ NUMBER_PATTERN = (
     r"(?=[" + _MINUS + r".\d])"  # a leading lookahead lets the regex engine skip non-candidates fast
     r"(?:(?P<neg>[" + _MINUS + r"])(?<![\w)\]}][" + _MINUS + r"])\$?)?"  # '-5', 'x=-5', '-$5'; not '16-3'
     r"(?<![\d.A-Za-z])(?<!\d:)"  # not inside a word ('AZYUK2A'), a longer number, or a clock's minutes
-    r"(?:(?P<int>\d{1,3}(?:,\d{3})+(?![\d])"  # 1,234,567
-    r"|\d{1,3}(?:[ \u00a0\u2009\u202f]\d{3})+(?![\d]|,\d)"  # 1 234 567 (space, no-break, thin)
-    r"|\d{1,3}(?:\.\d{3}){2,}(?![\d]|[.,]\d)"  # 1.234.567 (two or more dot groups: never a decimal)
+    r"(?:(?P<int>\d{1,3}(?:(?:,\d{3})+(?!\d)"  # 1,234,567
+    r"|(?:[ \u00a0\u2009\u202f]\d{3})+(?!\d|,\d)"  # 1 234 567 (space, no-break, thin)
+    r"|(?:\.\d{3}){2,}(?!\d|[.,]\d))"  # 1.234.567 (two or more dot groups: never a decimal)
     r"|\d+)(?P<frac>\.\d+)?|(?P<lead>\.\d+))"
     r"(?:[eE](?P<exp>[-+]?\d+)(?![\w]))?"
     r"(?:[ \t]{0,3}(?:\\times|\u00d7|\\cdot)[ \t]{0,3}10\^\{?(?P<exp10>[-+\u2212]?\d+)\}?)?"
