@@ -252,12 +252,9 @@ def numeric_candidates(text: str, *, several: bool = False) -> Iterator[Candidat
     yield Candidate("last_number", text)
 
 
-class _Read(NamedTuple):
-    """What one candidate is worth against the gold: the text shown, the verdict, the reason."""
-
-    extracted: str
-    correct: bool
-    reason: str
+# What one candidate is worth against the gold: (the text shown, the verdict, the reason). A plain
+# tuple: it is built for every graded response.
+_Read = tuple[str, bool, str]
 
 
 def _number_reason(value: Num, gold: Num, correct: bool) -> str:
@@ -284,10 +281,10 @@ def _read_number(cand: Candidate, text: str, gold: GoldAnswer, nouns: frozenset[
         return None
     correct = numbers_match(value, gold.numbers[0])
     reason = _number_reason(value, gold.numbers[0], correct)
-    return _Read(value.canonical(), correct, reason + (" (the quantity the question asks for)" if by_noun else ""))
+    return value.canonical(), correct, reason + (" (the quantity the question asks for)" if by_noun else "")
 
 
-def _read_list(cand: Candidate, text: str, gold: GoldAnswer) -> _Read | None:
+def _read_list(cand: Candidate, text: str, gold: GoldAnswer, nouns: frozenset[str]) -> _Read | None:
     k = len(gold.numbers)
     if cand.method == "last_number":
         values = last_numbers(text, k)
@@ -298,10 +295,10 @@ def _read_list(cand: Candidate, text: str, gold: GoldAnswer) -> _Read | None:
         return None
     correct = len(values) == k and _same_multiset(values, list(gold.numbers))
     reason = "the same values as the gold, in any order" if correct else f"not the gold's {k} values"
-    return _Read(", ".join(v.canonical() for v in values), correct, reason)
+    return ", ".join(v.canonical() for v in values), correct, reason
 
 
-def _read_text(cand: Candidate, text: str, gold: GoldAnswer) -> _Read | None:
+def _read_text(cand: Candidate, text: str, gold: GoldAnswer, nouns: frozenset[str]) -> _Read | None:
     if cand.method == "last_number":
         if not (gold.words and ":" in gold.words[0]):
             return None
@@ -316,10 +313,11 @@ def _read_text(cand: Candidate, text: str, gold: GoldAnswer) -> _Read | None:
     n = len(gold.words)
     correct = n > 0 and words[:n] == gold.words
     reason = "begins with the gold's words" if correct else "does not begin with the gold's words"
-    return _Read(" ".join(words[: max(n, 1) + 8]), correct, reason)
+    return " ".join(words[: max(n, 1) + 8]), correct, reason
 
 
 _NO_NOUNS: frozenset[str] = frozenset()
+_READERS = {"number": _read_number, "list": _read_list, "text": _read_text}
 
 
 def _grade_numeric(
@@ -330,16 +328,12 @@ def _grade_numeric(
     passed: list[str] = []
     chosen: tuple[Candidate, _Read] | None = None
     alternatives: list[str] = []
+    read_one = _READERS[gold.kind]
     for cand in numeric_candidates(text, several=gold.kind == "list"):
         if cand.method == "hash" and _is_heading(cand.text, cand.more_after):
             passed.append("hash (a heading)")
             continue
-        if gold.kind == "number":
-            read = _read_number(cand, text, gold, nouns)
-        elif gold.kind == "list":
-            read = _read_list(cand, text, gold)
-        else:
-            read = _read_text(cand, text, gold)
+        read = read_one(cand, text, gold, nouns)
         if read is None:
             passed.append(f"{cand.method} (no usable value)")
             continue
@@ -348,20 +342,19 @@ def _grade_numeric(
             if not explain:
                 break
         elif len(alternatives) < 8:
-            alternatives.append(f"{cand.method} {read.extracted}: {'right' if read.correct else 'wrong'}")
+            alternatives.append(f"{cand.method} {read[0]}: {'right' if read[1] else 'wrong'}")
     if chosen is None:
         why = "no rule found an answer" + (f"; passed over {', '.join(passed)}" if passed else "")
         return _grade(extracted=None, correct=False, strict=False, method="none", why=why, alternatives=[])
-    cand, read = chosen
+    cand, (extracted, correct, reason) = chosen
     # For numbers, strict '####' means lm-eval's shape: the number right after it ('#### 18').
     strict_shape = cand.method != "hash" or cand.strict_format or gold.kind == "text"
-    strict = read.correct and cand.method in policy.strict_methods and strict_shape
-    why = f"{cand.method}: {read.extracted} {read.reason}; passed over {', '.join(passed[:4])}" if passed else (
-        f"{cand.method}: {read.extracted} {read.reason}"
+    strict = correct and cand.method in policy.strict_methods and strict_shape
+    why = f"{cand.method}: {extracted} {reason}; passed over {', '.join(passed[:4])}" if passed else (
+        f"{cand.method}: {extracted} {reason}"
     )
     return _grade(
-        extracted=read.extracted, correct=read.correct, strict=strict, method=cand.method, why=why,
-        alternatives=alternatives,
+        extracted=extracted, correct=correct, strict=strict, method=cand.method, why=why, alternatives=alternatives
     )
 
 
