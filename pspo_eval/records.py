@@ -47,7 +47,8 @@ class Grade(BaseModel):
     timed_out: bool = Field(default=False, description="The symbolic comparison ran out of time (counted incorrect).")
     why: str = Field(
         default="",
-        description="Why: the rule that chose the answer, the candidates passed over, and how the comparison came out.",
+        description="Why the verdict came out so ('equals the gold', 'math-verify: not equivalent'), and the rules "
+        "passed over before `method` chose the answer.",
     )
     alternatives: list[str] = Field(
         default_factory=list,

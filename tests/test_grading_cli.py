@@ -157,7 +157,7 @@ def test_question_field_and_explain(tmp_path):
     assert result.exit_code == 0, result.output
     graded = [json.loads(line) for line in out.read_text().splitlines()]
     assert [g["correct"] for g in graded] == [True, False]  # without the question: the first stated number
-    assert graded[0]["why"] == "answer_is: 3 equals the gold (the quantity the question asks for)"
+    assert graded[0]["why"] == "equals the gold (the quantity the question asks for)"
     assert graded[1]["alternatives"] == ["last_number 3: right"]
     assert "q: right (not strict), answer '3' by answer_is" in result.output
     assert "also: last_number 3: right" in result.output

@@ -102,7 +102,7 @@ def test_an_answer_split_over_lines_is_no_answer():
 
 def test_explain_lists_the_other_rules_and_why():
     g = grade("gsm8k", "He has 20 now.\n#### 18", "18", explain=True)
-    assert g.why == "hash: 18 equals the gold"
+    assert g.why == "equals the gold"
     assert g.alternatives == ["last_number 18: right"]
     g = grade("gsm8k", "#### Step 1\nSo **24 eggs**, 2 more than before.", "24", explain=True)
     assert g.method == "bold" and "passed over hash (a heading)" in g.why

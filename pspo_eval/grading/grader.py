@@ -266,6 +266,14 @@ def _number_reason(value: Num, gold: Num, correct: bool) -> str:
 
 
 def _read_number(cand: Candidate, text: str, gold: GoldAnswer, nouns: frozenset[str]) -> _Read | None:
+    g = gold.numbers[0]
+    if cand.method == "hash" or cand.method == "boxed":  # the common case first: '#### 18'
+        value = number_in(cand.text, anchored=cand.method == "hash")
+        if value is None:
+            return None
+        correct = numbers_match(value, g)
+        same = correct and value.value == g.value and value.percent == g.percent
+        return value.canonical(), correct, "equals the gold" if same else _number_reason(value, g, correct)
     by_noun = None
     if cand.method == "last_number":
         by_noun = pick_by_noun(extract.last_sentence(extract.final_line(text)), nouns) if nouns else None
@@ -276,7 +284,7 @@ def _read_number(cand: Candidate, text: str, gold: GoldAnswer, nouns: frozenset[
         by_noun = pick_by_noun(segment, nouns) if nouns else None
         value = by_noun or number_in(segment, anchored=False)
     else:
-        value = number_in(cand.text, anchored=cand.method == "hash")
+        value = number_in(cand.text, anchored=False)
     if value is None:
         return None
     correct = numbers_match(value, gold.numbers[0])
@@ -325,37 +333,51 @@ def _grade_numeric(
 ) -> Grade:
     text = extract.prepare(response)
     nouns = asked_nouns(question) if question and gold.kind == "number" else _NO_NOUNS
-    passed: list[str] = []
-    chosen: tuple[Candidate, _Read] | None = None
-    alternatives: list[str] = []
     read_one = _READERS[gold.kind]
-    for cand in numeric_candidates(text, several=gold.kind == "list"):
+    passed: list[str] | None = None  # built only when a rule is passed over (rare)
+    candidates = numeric_candidates(text, several=gold.kind == "list")
+    for cand in candidates:
         if cand.method == "hash" and _is_heading(cand.text, cand.more_after):
-            passed.append("hash (a heading)")
+            passed = (passed or []) + ["hash (a heading)"]
             continue
         read = read_one(cand, text, gold, nouns)
         if read is None:
-            passed.append(f"{cand.method} (no usable value)")
+            passed = (passed or []) + [f"{cand.method} (no usable value)"]
             continue
-        if chosen is None:
-            chosen = (cand, read)
-            if not explain:
-                break
-        elif len(alternatives) < 8:
-            alternatives.append(f"{cand.method} {read[0]}: {'right' if read[1] else 'wrong'}")
-    if chosen is None:
-        why = "no rule found an answer" + (f"; passed over {', '.join(passed)}" if passed else "")
-        return _grade(extracted=None, correct=False, strict=False, method="none", why=why, alternatives=[])
-    cand, (extracted, correct, reason) = chosen
-    # For numbers, strict '####' means lm-eval's shape: the number right after it ('#### 18').
-    strict_shape = cand.method != "hash" or cand.strict_format or gold.kind == "text"
-    strict = correct and cand.method in policy.strict_methods and strict_shape
-    why = f"{cand.method}: {extracted} {reason}; passed over {', '.join(passed[:4])}" if passed else (
-        f"{cand.method}: {extracted} {reason}"
-    )
-    return _grade(
-        extracted=extracted, correct=correct, strict=strict, method=cand.method, why=why, alternatives=alternatives
-    )
+        extracted, correct, reason = read
+        # For numbers, strict '####' means lm-eval's shape: the number right after it ('#### 18').
+        strict = (
+            correct
+            and cand.method in policy.strict_methods
+            and (cand.method != "hash" or cand.strict_format or gold.kind == "text")
+        )
+        return _GRADE_VALIDATOR.validate_python(
+            {
+                "extracted": extracted,
+                "correct": correct,
+                "strict": strict,
+                "method": cand.method,
+                "timed_out": False,
+                # `why` holds the reason (method and extracted are fields of their own): no string
+                # is built for the common verdict.
+                "why": f"{reason}; passed over {', '.join(passed[:4])}" if passed else reason,
+                "alternatives": _later_reads(candidates, read_one, text, gold, nouns) if explain else [],
+            }
+        )
+    why = "no rule found an answer" + (f"; passed over {', '.join(passed)}" if passed else "")
+    return _grade(extracted=None, correct=False, strict=False, method="none", why=why)
+
+
+def _later_reads(candidates: Iterator[Candidate], read_one, text: str, gold: GoldAnswer, nouns) -> list[str]:
+    """What each lower-priority rule would have read, and its verdict (explain mode)."""
+    out: list[str] = []
+    for cand in candidates:
+        if cand.method == "hash" and _is_heading(cand.text, cand.more_after):
+            continue
+        read = read_one(cand, text, gold, nouns)
+        if read is not None and len(out) < 8:
+            out.append(f"{cand.method} {read[0]}: {'right' if read[1] else 'wrong'}")
+    return out
 
 
 def _same_multiset(values: list[Num], golds: list[Num]) -> bool:
@@ -631,7 +653,7 @@ def _symbolic_grade(ex: _Extraction, gold: str, policy: GradingPolicy, timeout_s
         return _grade(extracted=None, correct=False, strict=False, method="none", why=why)
     correct, timed_out, reason = _compare(cand.text, gold, timeout_s)
     strict = correct and cand.method in policy.strict_methods
-    why = f"{cand.method}: {cand.text[:120]} {reason}"
+    why = f"{reason}; passed over {', '.join(ex.passed[:4])}" if ex.passed else reason
     alternatives = []
     for alt in ex.later:  # explain mode only
         ok, alt_timed_out, _ = _compare(alt.text, gold, timeout_s)
