@@ -108,3 +108,9 @@ def test_explain_lists_the_other_rules_and_why():
     assert g.method == "bold" and "passed over hash (a heading)" in g.why
     assert "last_number 2: wrong" in g.alternatives
     assert grade("gsm8k", "#### 18", "18").alternatives == []  # only with explain: grading stays fast
+
+
+def test_checking_the_answer_is_not_stating_it():
+    response = "So k = 1.\n\nLet's check our answer:\n  [(3^1)]^6 = 3^6 = 729\n\nThe solution is **k = 1**."
+    g = grade("math500", response, "1")
+    assert (g.correct, g.method) == (True, "bold"), g.why

@@ -62,6 +62,7 @@ ANSWER_TAIL_RE = re.compile(
     re.IGNORECASE,
 )
 _ANSWER_WORD_RE = re.compile("answer", re.IGNORECASE)
+_CHECKING_RE = re.compile(r"\b(?:check|verify|confirm|double-check)(?:ing)?\s+(?:our|the|my|this|your)\s+answer\b", re.I)
 _SENTENCE_END_RE = re.compile(r"(?<!\\)(?:\.(?!\d)|[!?;])|\n")  # '\!' and '\;' are LaTeX spacing
 # Math spans join only with an explicit separator: '$1$\n$000$' is two lines, not 1000.
 _SPAN_JOIN_RE = re.compile(
@@ -257,6 +258,8 @@ def answer_is_candidates(text: str) -> Iterator[Candidate]:
             if m is not None:
                 found.append(m.end())
     for end in reversed(found):
+        if _CHECKING_RE.search(text, max(0, end - 60), end) is not None:
+            continue  # "Let's check our answer: …" introduces a check, not the answer
         segment = line_after(text, end)
         if "?" in segment:
             stop = _SENTENCE_END_RE.search(segment.lstrip(), 1)
