@@ -628,7 +628,7 @@ def _symbolic_extract(response: str, gold: str | None = None, explain: bool = Fa
             chosen = cand
             if not explain:
                 break
-        elif len(later) < 6 and all(c.text != cand.text for c in later) and cand.text != chosen.text:
+        elif len(later) < 4 and all(c.text != cand.text for c in later) and cand.text != chosen.text:
             later.append(cand)
     return _Extraction(chosen, passed, later)
 
@@ -646,6 +646,9 @@ def _compare(answer: str, gold: str, timeout_s: float | None) -> tuple[bool, boo
     return ok, False, "math-verify: equivalent" if ok else "math-verify: not equivalent"
 
 
+ALT_TIMEOUT_S = 2.0  # seconds per alternative candidate in explain mode
+
+
 def _symbolic_grade(ex: _Extraction, gold: str, policy: GradingPolicy, timeout_s: float | None) -> Grade:
     cand = ex.chosen
     if cand is None:
@@ -655,8 +658,11 @@ def _symbolic_grade(ex: _Extraction, gold: str, policy: GradingPolicy, timeout_s
     strict = correct and cand.method in policy.strict_methods
     why = f"{reason}; passed over {', '.join(ex.passed[:4])}" if ex.passed else reason
     alternatives = []
-    for alt in ex.later:  # explain mode only
-        ok, alt_timed_out, _ = _compare(alt.text, gold, timeout_s)
+    # Explain mode only. Each alternative gets a short deadline, so a pathological one costs at most
+    # ALT_TIMEOUT_S, never the full per-item deadline again.
+    alt_timeout = min(timeout_s or ALT_TIMEOUT_S, ALT_TIMEOUT_S)
+    for alt in ex.later:
+        ok, alt_timed_out, _ = _compare(alt.text, gold, alt_timeout)
         verdict = "timed out" if alt_timed_out else "right" if ok else "wrong"
         alternatives.append(f"{alt.method} {alt.text[:80]}: {verdict}")
     return _grade(
