@@ -258,7 +258,8 @@ def answer_is_candidates(text: str) -> Iterator[Candidate]:
             if m is not None:
                 found.append(m.end())
     for end in reversed(found):
-        if _CHECKING_RE.search(text, max(0, end - 60), end) is not None:
+        before = lowered[max(0, end - 60) : end]
+        if ("check" in before or "verif" in before or "confirm" in before) and _CHECKING_RE.search(before):
             continue  # "Let's check our answer: …" introduces a check, not the answer
         segment = line_after(text, end)
         if "?" in segment:

@@ -351,19 +351,19 @@ def _grade_numeric(
             and cand.method in policy.strict_methods
             and (cand.method != "hash" or cand.strict_format or gold.kind == "text")
         )
-        return _GRADE_VALIDATOR.validate_python(
-            {
-                "extracted": extracted,
-                "correct": correct,
-                "strict": strict,
-                "method": cand.method,
-                "timed_out": False,
-                # `why` holds the reason (method and extracted are fields of their own): no string
-                # is built for the common verdict.
-                "why": f"{reason}; passed over {', '.join(passed[:4])}" if passed else reason,
-                "alternatives": _later_reads(candidates, read_one, text, gold, nouns) if explain else [],
-            }
-        )
+        fields = {
+            "extracted": extracted,
+            "correct": correct,
+            "strict": strict,
+            "method": cand.method,
+            "timed_out": False,
+            # `why` holds the reason (method and extracted are fields of their own): no string
+            # is built for the common verdict.
+            "why": f"{reason}; passed over {', '.join(passed[:4])}" if passed else reason,
+        }
+        if explain:
+            fields["alternatives"] = _later_reads(candidates, read_one, text, gold, nouns)
+        return _GRADE_VALIDATOR.validate_python(fields)
     why = "no rule found an answer" + (f"; passed over {', '.join(passed)}" if passed else "")
     return _grade(extracted=None, correct=False, strict=False, method="none", why=why)
 
