@@ -50,8 +50,9 @@ class Grade(BaseModel):
         description="Why the verdict came out so ('equals the gold', 'math-verify: not equivalent'), and the rules "
         "passed over before `method` chose the answer.",
     )
-    alternatives: list[str] = Field(
-        default_factory=list,
+    # A tuple, not a list: the shared empty default costs no allocation per Grade (grading is a hot loop).
+    alternatives: tuple[str, ...] = Field(
+        default=(),
         description="With explain: what each lower-priority rule would have read, and its verdict ('last_number 20: wrong').",
     )
 
@@ -88,7 +89,7 @@ class Sample(BaseModel):
     method: str
     timed_out: bool = False
     why: str = Field("", description="Grade.why: which rule chose the answer and why the verdict came out so.")
-    alternatives: list[str] = Field(default_factory=list, description="Grade.alternatives (explain mode).")
+    alternatives: tuple[str, ...] = Field((), description="Grade.alternatives (explain mode).")
     category: str | None = None
     level: str | None = None
     gen_seconds: float = Field(0.0, description="This sample's share of its batch's generation wall time.")

@@ -265,15 +265,16 @@ def _number_reason(value: Num, gold: Num, correct: bool) -> str:
     return f"differs from the gold {gold.canonical()}"
 
 
+def _number_read(value: Num, g: Num) -> _Read:
+    correct = numbers_match(value, g)
+    same = correct and value.value == g.value and value.percent == g.percent
+    return value.canonical(), correct, "equals the gold" if same else _number_reason(value, g, correct)
+
+
 def _read_number(cand: Candidate, text: str, gold: GoldAnswer, nouns: frozenset[str]) -> _Read | None:
-    g = gold.numbers[0]
-    if cand.method == "hash" or cand.method == "boxed":  # the common case first: '#### 18'
+    if cand.method == "hash" or cand.method == "boxed":
         value = number_in(cand.text, anchored=cand.method == "hash")
-        if value is None:
-            return None
-        correct = numbers_match(value, g)
-        same = correct and value.value == g.value and value.percent == g.percent
-        return value.canonical(), correct, "equals the gold" if same else _number_reason(value, g, correct)
+        return None if value is None else _number_read(value, gold.numbers[0])
     by_noun = None
     if cand.method == "last_number":
         by_noun = pick_by_noun(extract.last_sentence(extract.final_line(text)), nouns) if nouns else None
@@ -334,13 +335,18 @@ def _grade_numeric(
     text = extract.prepare(response)
     nouns = asked_nouns(question) if question and gold.kind == "number" else _NO_NOUNS
     read_one = _READERS[gold.kind]
+    number_gold = gold.kind == "number"
     passed: list[str] | None = None  # built only when a rule is passed over (rare)
     candidates = numeric_candidates(text, several=gold.kind == "list")
     for cand in candidates:
         if cand.method == "hash" and _is_heading(cand.text, cand.more_after):
             passed = (passed or []) + ["hash (a heading)"]
             continue
-        read = read_one(cand, text, gold, nouns)
+        if number_gold and (cand.method == "hash" or cand.method == "boxed"):  # the common case, inline
+            value = number_in(cand.text, anchored=cand.method == "hash")
+            read = None if value is None else _number_read(value, gold.numbers[0])
+        else:
+            read = read_one(cand, text, gold, nouns)
         if read is None:
             passed = (passed or []) + [f"{cand.method} (no usable value)"]
             continue
