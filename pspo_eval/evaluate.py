@@ -443,7 +443,7 @@ def _generate_work(config: EvalConfig, work: _Work, backend, store: RunStore, gr
                 work.failed += 1
                 work.last_error = res.extra.get("error", "request failed")
                 continue
-            g = grade(work.dataset, res.response, problem.answer)
+            g = grade(work.dataset, res.response, problem.answer, question=problem.question, explain=True)
             records.append(
                 Sample(
                     key=key,
@@ -468,6 +468,8 @@ def _generate_work(config: EvalConfig, work: _Work, backend, store: RunStore, gr
                     strict=g.strict,
                     method=g.method,
                     timed_out=g.timed_out,
+                    why=g.why,
+                    alternatives=g.alternatives,
                     category=problem.category,
                     level=problem.level,
                     gen_seconds=round(res.seconds, 6),

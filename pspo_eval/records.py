@@ -45,6 +45,16 @@ class Grade(BaseModel):
     strict: bool = Field(description="Strict correctness: an explicit final-answer format is present and correct.")
     method: str = Field(description="Which extraction rule produced `extracted` (see GradeMethod).")
     timed_out: bool = Field(default=False, description="The symbolic comparison ran out of time (counted incorrect).")
+    why: str = Field(
+        default="",
+        description="Why the verdict came out so ('equals the gold', 'math-verify: not equivalent'), and the rules "
+        "passed over before `method` chose the answer.",
+    )
+    # A tuple, not a list: the shared empty default costs no allocation per Grade (grading is a hot loop).
+    alternatives: tuple[str, ...] = Field(
+        default=(),
+        description="With explain: what each lower-priority rule would have read, and its verdict ('last_number 20: wrong').",
+    )
 
 
 class Sample(BaseModel):
@@ -78,6 +88,8 @@ class Sample(BaseModel):
     strict: bool
     method: str
     timed_out: bool = False
+    why: str = Field("", description="Grade.why: which rule chose the answer and why the verdict came out so.")
+    alternatives: tuple[str, ...] = Field((), description="Grade.alternatives (explain mode).")
     category: str | None = None
     level: str | None = None
     gen_seconds: float = Field(0.0, description="This sample's share of its batch's generation wall time.")

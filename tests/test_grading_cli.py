@@ -143,3 +143,21 @@ def test_help_lists_the_options():
     assert result.exit_code == 0
     for option in ("--dataset", "--input", "--output", "--workers", "--timeout"):
         assert option in result.output
+
+
+def test_question_field_and_explain(tmp_path):
+    src, out = tmp_path / "in.jsonl", tmp_path / "graded.jsonl"
+    rows = [
+        {"id": "q", "question": "Jake has some apples. How many peaches does Jake have?",
+         "response": "Answer: Jake has 136 apples and 3 peaches.", "gold": "3"},
+        {"id": "noq", "response": "Answer: Jake has 136 apples and 3 peaches.", "gold": "3"},
+    ]
+    _write(src, rows)
+    result = runner.invoke(_local_app(), ["grade", "-d", "svamp", "-i", str(src), "-o", str(out), "--explain"])
+    assert result.exit_code == 0, result.output
+    graded = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [g["correct"] for g in graded] == [True, False]  # without the question: the first stated number
+    assert graded[0]["why"] == "equals the gold (the quantity the question asks for)"
+    assert graded[1]["alternatives"] == ["last_number 3: right"]
+    assert "q: right (not strict), answer '3' by answer_is" in result.output
+    assert "also: last_number 3: right" in result.output

@@ -53,6 +53,8 @@ def parse_answer(text: str) -> list[Any]:
         return []
     attempts = [f"\\boxed{{{text}}}"] if _balanced(text) else []
     attempts += [f"${text}$", text]
+    if "$" in text or "\\boxed" in text or "\\[" in text:  # already delimited (a whole solution as gold)
+        attempts.insert(0, text)
     for attempt in attempts:
         parsed = parse(attempt, extraction_config=_CONFIG, parsing_timeout=None)  # type: ignore[arg-type]
         if parsed:
@@ -78,7 +80,31 @@ def equivalent(gold: str, answer: str) -> bool:
     a = parse_answer(answer)
     if not g or not a:
         return False
-    return bool(verify(g, a, timeout_seconds=None))
+    return bool(verify(g, a, timeout_seconds=None)) or same_equation(g[0], a[0])
+
+
+def same_equation(gold: Any, answer: Any) -> bool:
+    """Two equations with the same solution set: 'lhs - rhs' of one is a nonzero constant times the
+    other's (2x+4y-3=0 and y=-x/2+3/4). math-verify accepts only the same equation up to sign.
+    Both sides are sympy objects math-verify's LaTeX parser built; nothing is sympified from text."""
+    import sympy
+
+    if not (isinstance(gold, sympy.Equality) and isinstance(answer, sympy.Equality)):
+        return False
+    g, a = gold.lhs - gold.rhs, answer.lhs - answer.rhs
+    if not g.free_symbols or g.free_symbols != a.free_symbols or a == 0:
+        return False
+    ratio = sympy.cancel(g / a)
+    return not ratio.free_symbols and ratio != 0 and ratio.is_finite is not False
+
+
+def default_verdict(gold: str, response: str) -> bool:
+    """math-verify with its default settings on the texts as given: ``verify(parse(gold),
+    parse(response))``. Not used for grading: it is the baseline benchmarks/grading_agreement.py
+    compares the grader with (math-verify's own parse of a whole response)."""
+    g = parse(gold, parsing_timeout=None)  # type: ignore[arg-type]
+    a = parse(response, parsing_timeout=None)  # type: ignore[arg-type]
+    return bool(g and a and verify(g, a, timeout_seconds=None))
 
 
 def _limit_resources(deadline_s: float) -> None:
@@ -124,6 +150,9 @@ def _handle(request: list[Any]) -> list[Any]:
         if op == "verify":
             _limit_resources(float(request[3]) if len(request) > 3 else 60.0)
             return ["ok", equivalent(str(request[1]), str(request[2]))]
+        if op == "verify_default":
+            _limit_resources(float(request[3]) if len(request) > 3 else 60.0)
+            return ["ok", default_verdict(str(request[1]), str(request[2]))]
         if op == "sleep":  # fault injection for tests: a worker that hangs
             import time
 
@@ -131,7 +160,7 @@ def _handle(request: list[Any]) -> list[Any]:
             return ["ok", True]
         return ["error", f"unknown request {op!r}"]
     except (Exception, MemoryError, RecursionError) as exc:  # odd input is an incorrect answer, not a crash
-        return ["ok", False] if op == "verify" else ["error", repr(exc)]
+        return ["ok", False] if op in ("verify", "verify_default") else ["error", repr(exc)]
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """`pspo-eval grade`: grade a JSONL file of responses against their gold answers.
 
-Each input line is a JSON object with ``response`` and ``gold`` (other fields are kept); each output
-line adds ``extracted``, ``correct``, ``strict``, ``method`` and ``timed_out``. A malformed input is
+Each input line is a JSON object with ``response`` and ``gold``, optionally the problem's ``question``
+(other fields are kept); each output line adds ``extracted``, ``correct``, ``strict``, ``method``,
+``timed_out`` and ``why`` (and, with ``--explain``, ``alternatives``: what every other rule read). A malformed input is
 reported with its line numbers and nothing is written: the output appears (atomically, by rename)
 only once every line is graded.
 """
@@ -112,7 +113,13 @@ def grade(
         ...,
         "--output",
         "-o",
-        help="JSONL file to write: each input line plus extracted, correct, strict, method, timed_out.",
+        help="JSONL file to write: each input line plus extracted, correct, strict, method, timed_out, why.",
+    ),
+    explain: bool = typer.Option(
+        False,
+        "--explain",
+        help="Print, for every row, the rule that chose the answer, the other candidates and their verdicts, "
+        "and why the comparison came out so (also stored as 'alternatives').",
     ),
     workers: int = typer.Option(
         0,
@@ -139,15 +146,38 @@ def grade(
         task = bar.add_task(f"grading {dataset}", total=len(pairs))
         for start in range(0, len(pairs), _CHUNK):
             chunk = pairs[start : start + _CHUNK]
-            grades.extend(grade_many(dataset, chunk, workers=workers or None, timeout_s=timeout or None))
+            questions = [_question(row) for row in rows[start : start + _CHUNK]]
+            grades.extend(
+                grade_many(
+                    dataset, chunk, questions=questions, workers=workers or None, timeout_s=timeout or None,
+                    explain=explain,
+                )
+            )
             bar.advance(task, len(chunk))
     out_rows = [{**row, **g.model_dump()} for row, g in zip(rows, grades, strict=True)]
     write_jsonl_atomic(output, out_rows)
 
     n = len(grades)
     kinds = sorted({policy_for(dataset, gold).kind for _, gold in pairs})
+    if explain:
+        for number, (row, g) in enumerate(zip(rows, grades, strict=True), start=1):
+            out_console.print(explanation(row.get("id", f"row {number}"), g), markup=False, highlight=False)
     out_console.print(summary_table(dataset, "/".join(kinds), grades))
     out_console.print(f"wrote {n} graded rows to {output}")
+
+
+def _question(row: dict[str, Any]) -> str | None:
+    question = row.get("question")
+    return question if isinstance(question, str) and question.strip() else None
+
+
+def explanation(label: object, g: Any) -> str:
+    """One row's verdict in a few lines: the verdict and answer, the reason, the other candidates."""
+    verdict = "timed out" if g.timed_out else "right" if g.correct else "wrong"
+    lines = [f"{label}: {verdict} ({'strict' if g.strict else 'not strict'}), answer {g.extracted!r} by {g.method}",
+             f"  why: {g.why}"]
+    lines += [f"  also: {alt}" for alt in g.alternatives] or ["  also: no other rule found an answer"]
+    return "\n".join(lines)
 
 
 def summary_table(dataset: str, kind: str, grades: list[Any]) -> Any:
@@ -167,7 +197,9 @@ def summary_table(dataset: str, kind: str, grades: list[Any]) -> Any:
     table.add_row("strict accuracy", f"{strict / n:.4f} ({strict}/{n})" if n else "-")
     if timed_out:
         table.add_row("timed out", str(timed_out))
-    for method in ("hash", "boxed", "answer_is", "latex_last", "last_number", "none"):
+    for method in (
+        "hash", "boxed", "answer_is", "bold", "final_line", "last_sentence", "latex_last", "last_number", "none"
+    ):
         if methods.get(method):
             table.add_row(f"method {method}", f"{methods[method]} ({methods[method] / n:.1%})")
     return table

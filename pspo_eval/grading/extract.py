@@ -50,17 +50,24 @@ _STRICT_HASH_RE = re.compile(r"[ \t]*[-\u2212]?\d")
 BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BRACE_RE = re.compile(r"\\[{}]|[{}]")
 # Between two boxes that form one answer: '$\boxed{2}$, $\boxed{-3}$', '\boxed{2} and \boxed{-3}'.
-_BOX_JOIN_RE = re.compile(r"[\s$]*(?:,|;|and|or|\\text\{\s*(?:and|or)\s*\}|\\quad)?[\s$]*(?:,|and)?[\s$]*")
+_BOX_JOIN_RE = re.compile(
+    r"(?:[\s$]*(?:,|;|and|or|\\text\{\s*(?:and|or)\s*\}|\\q?quad|\\[,;]|\\\]|\\\[)){0,4}[\s$]*"
+)
 # What follows the word 'answer' (found with str.find on the lower-cased text, which is much
 # faster than a case-insensitive regex scan): 'is', 'was', 'would be', ':', '=', 'to <…> is'.
 ANSWER_TAIL_RE = re.compile(
-    r"(?:\s+to\s+[^.\n]{1,60}?)?(?:\*\*)?[ \t]*"
+    r"(?:[ \t]*\([^()\n]{1,40}\))?(?:\s+to\s+[^.\n]{1,60}?)?(?:\*\*)?[ \t]*"
     r"(?:is\b(?![ \t]+not\b)|was\b(?![ \t]+not\b)|would\s+be\b|will\s+be\b|should\s+be\b|:|=)"
     r"[ \t]*(?:\*\*)?[ \t]*:?",
     re.IGNORECASE,
 )
 _ANSWER_WORD_RE = re.compile("answer", re.IGNORECASE)
+_CHECKING_RE = re.compile(r"\b(?:check|verify|confirm|double-check)(?:ing)?\s+(?:our|the|my|this|your)\s+answer\b", re.I)
 _SENTENCE_END_RE = re.compile(r"(?<!\\)(?:\.(?!\d)|[!?;])|\n")  # '\!' and '\;' are LaTeX spacing
+# Math spans join only with an explicit separator: '$1$\n$000$' is two lines, not 1000.
+_SPAN_JOIN_RE = re.compile(
+    r"[\s$]*(?:,|;|\band\b|\bor\b|\\text\{\s*(?:and|or)\s*\}|\\quad)[\s$]*(?:,|and)?[\s$]*"
+)
 _MATH_DELIM_RE = re.compile(r"\$\$|(?<!\\)\$|\\\[|\\\]|\\\(|\\\)")
 _OPENERS = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
 
@@ -98,8 +105,9 @@ def prepare(response: str) -> str:
             if i >= MAX_CANDIDATES:
                 break
             line_start = response.rfind("\n", 0, m.start())
-            if line_start < 0 or response[line_start + 1 : m.start()].strip(" \t#*"):
-                continue  # not at the start of a line (or on the first line): part of the text
+            prefix = response[line_start + 1 : m.start()]
+            if line_start < 0 or prefix.strip(" \t#*") or "* " in prefix or "- " in prefix:
+                continue  # not at the start of a line (or on the first line), or a list item ('* **Question:** …')
             if _DIGIT_RE.search(response, 0, line_start):
                 return response[:line_start]
             break  # a restated question before any working: keep everything
@@ -176,6 +184,64 @@ def boxed_groups(text: str) -> list[str]:
     return [text[s:c] for _, s, c in reversed(spans)]
 
 
+def all_boxes(text: str, limit: int = 10) -> list[str]:
+    """The contents of the last `limit` complete boxes anywhere in the text, in reading order,
+    duplicates dropped (a gold list answered one box per item: '\\boxed{(2, 2)}' … '\\boxed{(6, 2)}')."""
+    if "\\boxed" not in text and "\\fbox" not in text:
+        return []
+    opens: deque[re.Match[str]] = deque(maxlen=MAX_CANDIDATES)
+    for m in BOXED_RE.finditer(text):
+        opens.append(m)
+    found: list[str] = []
+    for m in reversed(opens):
+        close = balanced(text, m.end())
+        if close is None:
+            continue
+        content = text[m.end() : close].strip()
+        if content and content not in found:
+            found.append(content)
+            if len(found) >= limit:
+                break
+    return found[::-1]
+
+
+_BOILERPLATE_RE = re.compile(r"\s*(?:I hope (?:it|this) is correct|Hope (?:it|this) helps)[.!]?\s*$", re.IGNORECASE)
+_BOLD_RE = re.compile(r"\*\*([^*\n]{1,200}?)\*\*")
+
+
+def final_line(text: str) -> str:
+    """The last non-blank line, capped, without a closing 'I hope it is correct.'."""
+    stripped = text.rstrip()
+    start = stripped.rfind("\n", max(0, len(stripped) - SEGMENT_CHARS)) + 1
+    line = stripped[start:] if start > 0 or len(stripped) <= SEGMENT_CHARS else stripped[-SEGMENT_CHARS:]
+    line = _BOILERPLATE_RE.sub("", line).strip()
+    if not line:  # the boilerplate stood on its own line: the line before it
+        return final_line(stripped[: max(0, start - 1)]) if start > 0 else ""
+    return line
+
+
+def last_bold(line: str) -> str | None:
+    """The last bold span of a line that holds a digit or math (bold labels such as '**Step 2:**' are not answers)."""
+    if "**" not in line:
+        return None
+    found = None
+    for m in _BOLD_RE.finditer(line):
+        content = m.group(1).strip()
+        if content and (_DIGIT_RE.search(content) or "$" in content or "\\" in content) and not content.endswith(":"):
+            found = content
+    return found
+
+
+_SENTENCE_BREAK_RE = re.compile(r"(?:[.!?]|\$\$|\\\])\s+(?=\S)")
+
+
+def last_sentence(line: str) -> str:
+    """The last sentence of a line (its final '.', '!', '?' removed); display math ends a sentence too."""
+    body = line.rstrip().rstrip(".!?").rstrip()
+    breaks = deque(_SENTENCE_BREAK_RE.finditer(body), maxlen=1)
+    return body[breaks[0].end() :] if breaks else body
+
+
 def answer_is_candidates(text: str) -> Iterator[Candidate]:
     """'the answer is …' segments (the rest of the line), last to first."""
     lowered = text.lower()
@@ -192,7 +258,15 @@ def answer_is_candidates(text: str) -> Iterator[Candidate]:
             if m is not None:
                 found.append(m.end())
     for end in reversed(found):
-        yield Candidate("answer_is", line_after(text, end))
+        before = lowered[max(0, end - 60) : end]
+        if ("check" in before or "verif" in before or "confirm" in before) and _CHECKING_RE.search(before):
+            continue  # "Let's check our answer: …" introduces a check, not the answer
+        segment = line_after(text, end)
+        if "?" in segment:
+            stop = _SENTENCE_END_RE.search(segment.lstrip(), 1)
+            if stop is not None and stop.group() == "?":
+                continue  # 'Final Answer: How much is the boat worth?' restates the question
+        yield Candidate("answer_is", segment)
 
 
 def _find_all(haystack: str, needle: str) -> Iterator[int]:
@@ -223,7 +297,8 @@ def math_spans(text: str) -> list[tuple[int, int, str]]:
                 opener = m
         elif tok == _OPENERS[opener.group()]:
             content = text[opener.end() : m.start()]
-            if content.strip() and len(content) <= BOXED_CHARS:
+            inline_broken = opener.group() in ("$", "\\(") and "\n" in content
+            if content.strip() and len(content) <= BOXED_CHARS and not inline_broken:
                 spans.append((opener.start(), m.end(), content))
             opener = None
         elif opener.group() == "$" and tok == "$$":
@@ -236,10 +311,22 @@ def _joined(spans: list[tuple[int, int, str]], text: str) -> list[str]:
     group = [spans[0]]
     for span in spans[1:]:
         gap = text[group[-1][1] : span[0]]
-        if len(gap) > 40 or not _BOX_JOIN_RE.fullmatch(gap):
+        if len(gap) > 40 or not _SPAN_JOIN_RE.fullmatch(gap):
             break
         group.append(span)
     return [content.strip() for _, _, content in group]
+
+
+def in_broken_span(text: str) -> bool:
+    """Whether the text ends inside an inline math span broken over lines ('Answer $\\n 9 \\n $'):
+    an answer split over lines is no answer, so no number is read from it."""
+    tail_text = text.rstrip()
+    if not (tail_text.endswith("$") or tail_text.endswith("\\)")):
+        return False
+    closer = "$" if tail_text.endswith("$") else "\\)"
+    body = tail_text[: -len(closer)]
+    opener = body.rfind("$" if closer == "$" else "\\(")
+    return opener >= 0 and "\n" in body[opener:]
 
 
 def last_math_span(text: str) -> str | None:
@@ -254,7 +341,7 @@ def _joined_back(spans: list[tuple[int, int, str]], text: str) -> list[str]:
     group = [spans[-1]]
     for span in reversed(spans[:-1]):
         gap = text[span[1] : group[-1][0]]
-        if len(gap) > 40 or not _BOX_JOIN_RE.fullmatch(gap):
+        if len(gap) > 40 or not _SPAN_JOIN_RE.fullmatch(gap):
             break
         group.append(span)
     return [content.strip() for _, _, content in reversed(group)]

@@ -38,8 +38,11 @@ _SCALE = {"thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10*
 NUMBER_PATTERN = (
     r"(?=[" + _MINUS + r".\d])"  # a leading lookahead lets the regex engine skip non-candidates fast
     r"(?:(?P<neg>[" + _MINUS + r"])(?<![\w)\]}][" + _MINUS + r"])\$?)?"  # '-5', 'x=-5', '-$5'; not '16-3'
-    r"(?<![\d.])"
-    r"(?:(?P<int>\d{1,3}(?:,\d{3})+(?![\d])|\d+)(?P<frac>\.\d+)?|(?P<lead>\.\d+))"
+    r"(?<![\d.A-Za-z])(?<!\d:)"  # not inside a word ('AZYUK2A'), a longer number, or a clock's minutes
+    r"(?:(?P<int>\d{1,3}(?:(?:,\d{3})+(?!\d)"  # 1,234,567
+    r"|(?:[ \u00a0\u2009\u202f]\d{3})+(?!\d|,\d)"  # 1 234 567 (space, no-break, thin)
+    r"|(?:\.\d{3}){2,}(?!\d|[.,]\d))"  # 1.234.567 (two or more dot groups: never a decimal)
+    r"|\d+)(?P<frac>\.\d+)?|(?P<lead>\.\d+))"
     r"(?:[eE](?P<exp>[-+]?\d+)(?![\w]))?"
     r"(?:[ \t]{0,3}(?:\\times|\u00d7|\\cdot)[ \t]{0,3}10\^\{?(?P<exp10>[-+\u2212]?\d+)\}?)?"
     r"(?:\s?/\s?(?P<den>\d+(?:\.\d+)?)(?![\d]))?"
@@ -47,6 +50,8 @@ NUMBER_PATTERN = (
     r"(?P<pct>\s?(?:\\?%|percent\b))?"
 )
 NUMBER_RE = re.compile(NUMBER_PATTERN, re.IGNORECASE)
+
+_GROUPING_RE = re.compile(r"[,. \u00a0\u2009\u202f]")
 
 _WORD_UNITS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -113,7 +118,8 @@ def num_from_match(m: re.Match[str]) -> Num | None:
     )
     if lead is not None:
         int_part, frac = "0", lead
-    int_part = int_part.replace(",", "")
+    if not int_part.isdigit():  # a grouped number: '1,234', '1 234', '1.234.567'
+        int_part = _GROUPING_RE.sub("", int_part)
     if len(int_part) + len(frac or "") > MAX_DIGITS:
         return None
     decimals: int | None = len(frac) - 1 if frac else 0

@@ -218,6 +218,12 @@ class SymbolicPool:
         value, timed_out = self._call(["verify", gold, answer, deadline], deadline)
         return bool(value), timed_out
 
+    def verify_default(self, gold: str, response: str, timeout_s: float | None = None) -> tuple[bool, bool]:
+        """(math-verify's default verdict on the raw texts, timed_out): a benchmark baseline."""
+        deadline = timeout_s or default_timeout()
+        value, timed_out = self._call(["verify_default", gold, response, deadline], deadline)
+        return bool(value), timed_out
+
     def close(self) -> None:
         self._closed = True
         for _ in range(self._size):

@@ -63,6 +63,7 @@ def build_report(runs: Sequence[str | Path], *, train: Sequence[str | Path] = ()
         sampling_table,
     )
     from pspo_eval.report.training import load_train_dirs, present_panels, training_table
+    from pspo_eval.report.uncertain import uncertain_section
 
     coll = load_runs(list(runs))
     train_runs = load_train_dirs(list(train))
@@ -89,6 +90,7 @@ def build_report(runs: Sequence[str | Path], *, train: Sequence[str | Path] = ()
     else:
         acc.notes.append("No model has a greedy (temperature 0) setting: Table 1 is empty by design.")
     sections.append(acc)
+    sections.append(uncertain_section(coll))  # the least certain verdicts per model (report/uncertain.py)
 
     # Sampling.
     samp = sampling_summaries(coll)

@@ -32,6 +32,7 @@ _KEEP = (
     "model", "model_id", "dataset", "problem_id", "sample_index", "setting", "temperature", "top_p",
     "max_new_tokens", "finish_reason", "completion_tokens", "gold", "extracted", "correct", "strict",
     "method", "timed_out", "category", "level", "step", "gen_seconds", "key",
+    "why", "alternatives",  # read by report/uncertain.py (least certain verdicts)
 )
 
 DATASET_TITLES = {"gsm8k": "GSM8K", "svamp": "SVAMP", "asdiv": "ASDiv", "math500": "MATH-500"}
