@@ -55,6 +55,7 @@ class LocalServer:
         self.port: int | None = None
         self.model_path: str | None = None
         self._proc: subprocess.Popen | None = None
+        self.pid: int | None = None  # the server's process (and process group) id, kept after stop()
         self._log: Path | None = None
 
     @property
@@ -93,6 +94,7 @@ class LocalServer:
         with os.fdopen(fd, "w") as out:
             self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           env=env, start_new_session=True, preexec_fn=_die_with_parent)
+        self.pid = self._proc.pid
         try:
             self._wait_healthy()
         except BaseException:
