@@ -387,10 +387,10 @@ class Trainer:
 
         self.stop_ids = stop_token_ids(self.tokenizer, self.policy)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self._prompt_cache: dict[str, list[int]] = {}  # before the generator: vLLM's sizes its context from the prompts
         self.generator = self._make_generator()
         dataset_name = self.train_problems[0].dataset if self.train_problems else None
         self.reward_set = RewardSet(cfg.rewards, dataset=dataset_name)
-        self._prompt_cache: dict[str, list[int]] = {}
 
         # -- state ------------------------------------------------------------------------------------
         self.step = 0
