@@ -607,7 +607,7 @@ class Trainer:
                 else:
                     old_logp = mb["old_logp"]
                 per_token = policy_loss(self.objective, logp, old_logp, adv, mask=mask, **self.objective_params)
-                tis = None
+                tis: Tensor | None = None
                 if self.tis_cap is not None and "sampler_logp" in mb:
                     tis = tis_weights(old_logp, mb["sampler_logp"], self.tis_cap)
                     per_token = per_token * tis

@@ -579,11 +579,12 @@ def make_rollout(
     advantages, stats = group_advantages(rewards, G, scale=scale, eps=eps)
     p_ids, p_mask = pad_left(requests, pad_id)
     c_ids, c_mask = pad_right([s.token_ids for s in sampled], pad_id)
-    sampler_logp = None
+    sampler_logp: Tensor | None = None
     if all(s.sampler_logp is not None for s in sampled):
         sampler_logp = torch.full(c_ids.shape, float("nan"), dtype=torch.float32)
         for i, s in enumerate(sampled):
-            sampler_logp[i, : len(s.sampler_logp)] = torch.tensor(s.sampler_logp, dtype=torch.float32)
+            row = s.sampler_logp or []
+            sampler_logp[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
     return RolloutBatch(
         rollout_index=rollout_index,
         problem_ids=[problems[p].id for p in range(len(problems)) for _ in range(G)],
