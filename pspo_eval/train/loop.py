@@ -647,6 +647,7 @@ class Trainer:
 
     def _record_tis(self, stats: TokenStats, weights: Tensor, sampler_logp: Tensor, mask: Tensor) -> None:
         """Log the importance-sampling weights: their mean and minimum, and the share of tokens capped."""
+        assert self.tis_cap is not None
         valid = mask.bool() & ~torch.isnan(sampler_logp)
         n = float(valid.sum())
         if n == 0:

@@ -286,7 +286,7 @@ def sampled_from_vllm(
 
 def _sampled_logprob(entry: Any, token: int) -> float:
     """The sampled token's log-probability from one position of vLLM's ``logprobs`` (a dict token -> Logprob)."""
-    value = entry.get(token) if isinstance(entry, dict) else None
+    value: Any = entry.get(token) if isinstance(entry, dict) else None
     if value is None:
         return float("nan")
     return float(getattr(value, "logprob", value))
