@@ -1,20 +1,24 @@
-"""Evaluation throughput: pspo-eval's `hf` backend against lm-evaluation-harness, side by side.
+"""Evaluation throughput: pspo-eval's `hf` backend, its `vllm` backend and lm-evaluation-harness, side by side.
 
-Both tools run as whole processes (model load included) on the same machine, model, data and
-settings: the demo model, the first N GSM8K test problems, zero-shot with the paper's system prompt
-and the chat template, greedy, 128 new tokens, batch 64, the same dtype. The anchor is
-``../shared/bench/anchor_lm_eval.sh`` (lm-eval's HF backend, in its own venv).
+All three run as whole processes (model load / engine start included) on the same machine, model,
+data and settings: the demo model, the first N GSM8K test problems, zero-shot with the paper's
+system prompt and the chat template, greedy, 128 new tokens, batch 64, the same dtype:
 
-The dtype defaults to bf16 on CPUs with native bf16 matrix instructions (AVX512-BF16 / AMX) and to
-fp32 elsewhere, for both tools: on a CPU without them bf16 is emulated and several times slower than
-fp32, which would only measure the emulation. ``--dtype bf16`` forces it.
+- ours: ``pspo-eval evaluate`` (``--backend hf``, the default: our fast decode loop);
+- vLLM: ``pspo-eval evaluate --backend vllm`` (vLLM's offline engine in our pipeline: eager on a
+  CPU, see pspo_eval/generation/vllm_engine.py), skipped with ``nan`` where vllm does not import;
+- lm-eval: ``../shared/bench/anchor_lm_eval.sh`` (lm-eval's HF backend, in its own venv).
+
+By default it runs the work in bf16 and in fp32 on CPUs with native bf16 matrix instructions
+(AVX512-BF16 / AMX), and in fp32 only elsewhere (emulated bf16 would only measure the emulation);
+``--dtype bf16`` / ``fp32`` runs one. Every ratio is printed (seconds of the slower tool over ours).
 
 It also reports how far our generation is from this machine's compute roofline: the FLOPs of the
 tokens processed (2 × parameters per prompt and generated token) against the matrix-product rate
 measured here at the same shapes.
 
-Last line: ``eval_throughput ours_s=… anchor_s=… ratio=…`` (ratio = anchor seconds / our seconds,
-i.e. how many times more problems per second we evaluate).
+One line per dtype reads ``eval_throughput ours_s=… vllm_s=… lm_eval_s=… dtype=…``; the last line
+of the output is the last dtype's.
 """
 
 from __future__ import annotations
@@ -53,74 +57,96 @@ def matmul_gflops(dtype_name: str, threads: int | None = None) -> float:
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=64, help="GSM8K test problems (default 64)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--dtype", default="auto", help="auto | bf16 | fp32 (both tools)")
-    parser.add_argument("--skip-anchor", action="store_true", help="only time pspo-eval")
-    args = parser.parse_args()
-
-    sys.path.insert(0, str(REPO))
-    from pspo_eval.generation.hf import cpu_supports_bf16
-    from pspo_eval.models import resolve_model
-
-    dtype = args.dtype
-    if dtype == "auto":
-        dtype = "bf16" if cpu_supports_bf16() else "fp32"
-        print(f"dtype: {dtype} ({'native bf16 on this CPU' if dtype == 'bf16' else 'this CPU has no native bf16: fp32 for both tools'})")
-    model_dir = resolve_model("smollm2-135m-instruct")
-    raw = SHARED / "data" / "raw" / "gsm8k_test.jsonl"
-
-    # -- ours -------------------------------------------------------------------------------------
-    out = Path(tempfile.mkdtemp(prefix="pspo-bench-eval-")) / "run"
+def run_ours(model_dir: str, args, dtype: str, backend: str) -> tuple[float, list[dict]]:
+    """One ``pspo-eval evaluate`` process on the benchmark's work: (whole-process seconds, its records)."""
+    out = Path(tempfile.mkdtemp(prefix=f"pspo-bench-eval-{backend}-")) / "run"
     cmd = [sys.executable, "-m", "pspo_eval", "evaluate", "-m", f"demo={model_dir}", "-d", "gsm8k",
            "--limit", str(args.n), "--max-new-tokens", str(args.max_new_tokens), "--dtype", dtype,
-           "--batch-size", str(args.batch_size), "--out", str(out)]
+           "--batch-size", str(args.batch_size), "--backend", backend, "--out", str(out)]
     env = {**os.environ, "PSPO_EVAL_QUIET": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, cwd=REPO)
-    ours_s = time.perf_counter() - t0
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    seconds = time.perf_counter() - t0
     rows = [json.loads(line) for f in sorted(out.rglob("*.jsonl")) for line in f.read_text().splitlines()]
     gen_s = sum(r["gen_seconds"] for r in rows)
-    prompt_tok = sum(r["prompt_tokens"] for r in rows)
     new_tok = sum(r["completion_tokens"] for r in rows)
     acc = sum(r["correct"] for r in rows) / len(rows)
-    strict = sum(r["strict"] for r in rows) / len(rows)
-    print(f"ours: {len(rows)} problems in {ours_s:.1f}s whole process ({len(rows) / ours_s:.3f} problems/s); "
-          f"generation {gen_s:.1f}s, {new_tok} new tokens ({new_tok / gen_s:.1f} tok/s), accuracy {acc:.3f} strict {strict:.3f}")
+    print(f"{backend}: {len(rows)} problems in {seconds:.1f}s whole process ({len(rows) / seconds:.3f} problems/s); "
+          f"generation {gen_s:.1f}s, {new_tok} new tokens ({new_tok / max(gen_s, 1e-9):.1f} tok/s), accuracy {acc:.3f}")
+    return seconds, rows
 
-    # -- roofline ---------------------------------------------------------------------------------
+
+def roofline(dtype: str, rows: list[dict]) -> None:
+    """Print the share of this machine's matrix-product rate our generation reached."""
     import torch
 
     n_params = 134_515_008  # SmolLM2-135M, embeddings tied (the LM head is a 576×49152 product per token)
+    gen_s = sum(r["gen_seconds"] for r in rows)
+    tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows)
     gflops = matmul_gflops(dtype)
-    flops = 2 * n_params * (prompt_tok + new_tok)
+    flops = 2 * n_params * tokens
     floor_s = flops / (gflops * 1e9)
     print(f"roofline: {gflops:.0f} GFLOP/s measured for {dtype} matrix products on {torch.get_num_threads()} threads; "
-          f"the {prompt_tok + new_tok} tokens processed need {flops / 1e12:.2f} TFLOP = {floor_s:.1f}s at that rate; "
+          f"the {tokens} tokens processed need {flops / 1e12:.2f} TFLOP = {floor_s:.1f}s at that rate; "
           f"generation took {gen_s:.1f}s ({100 * floor_s / gen_s:.0f}% of roofline)")
 
-    if args.skip_anchor:
-        print(f"eval_throughput ours_s={ours_s:.1f} anchor_s=nan ratio=nan")
-        return
-    # -- anchor: lm-evaluation-harness ------------------------------------------------------------
+
+def run_lm_eval(model_dir: str, args, dtype: str) -> float:
+    """The lm-evaluation-harness anchor's whole-process seconds (its own venv)."""
     anchor = SHARED / "bench" / "anchor_lm_eval.sh"
+    raw = SHARED / "data" / "raw" / "gsm8k_test.jsonl"
     dtype_name = {"bf16": "bfloat16", "fp32": "float32"}[dtype]
-    proc = subprocess.run(["bash", str(anchor), str(model_dir), str(raw), str(args.n), dtype_name, str(args.batch_size)],
+    proc = subprocess.run(["bash", str(anchor), model_dir, str(raw), str(args.n), dtype_name, str(args.batch_size)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         print(proc.stdout[-3000:], proc.stderr[-3000:])
         raise SystemExit("anchor failed")
     lines = proc.stdout.strip().splitlines()
     for line in lines[:-1]:
-        print("anchor:", line)
+        print("lm-eval:", line)
     m = re.search(r"seconds=([\d.]+)", lines[-1])
-    anchor_s = float(m.group(1)) if m else float("nan")
-    print(f"anchor: {args.n} problems in {anchor_s:.1f}s whole process ({args.n / anchor_s:.3f} problems/s)")
-    ratio = anchor_s / ours_s
-    print(f"eval_throughput ours_s={ours_s:.1f} anchor_s={anchor_s:.1f} ratio={ratio:.2f}")
+    seconds = float(m.group(1)) if m else float("nan")
+    print(f"lm-eval: {args.n} problems in {seconds:.1f}s whole process ({args.n / seconds:.3f} problems/s)")
+    return seconds
+
+
+def vllm_available() -> bool:
+    return subprocess.run([sys.executable, "-c", "import vllm"], capture_output=True).returncode == 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=64, help="GSM8K test problems (default 64)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 and fp32 where bf16 is native, else fp32) | bf16 | fp32")
+    parser.add_argument("--skip-anchor", action="store_true", help="no lm-evaluation-harness run")
+    parser.add_argument("--skip-vllm", action="store_true", help="no vllm backend run")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(REPO))
+    from pspo_eval.generation.hf import cpu_supports_bf16
+    from pspo_eval.models import resolve_model
+
+    if args.dtype == "auto":
+        dtypes = ["bf16", "fp32"] if cpu_supports_bf16() else ["fp32"]
+        print(f"dtypes: {', '.join(dtypes)} ({'native bf16 on this CPU' if len(dtypes) == 2 else 'no native bf16 here: fp32 only'})")
+    else:
+        dtypes = [args.dtype]
+    model_dir = str(resolve_model("smollm2-135m-instruct"))
+    with_vllm = not args.skip_vllm and vllm_available()
+    if not args.skip_vllm and not with_vllm:
+        print("vllm: not importable here (bash scripts/setup_vllm.sh installs it); vllm_s=nan")
+    nan = float("nan")
+    for dtype in dtypes:
+        print(f"-- {dtype} --")
+        ours_s, rows = run_ours(model_dir, args, dtype, "hf")
+        roofline(dtype, rows)
+        vllm_s = run_ours(model_dir, args, dtype, "vllm")[0] if with_vllm else nan
+        lm_eval_s = nan if args.skip_anchor else run_lm_eval(model_dir, args, dtype)
+        print(f"ratios ({dtype}): vllm/ours={vllm_s / ours_s:.2f} lm_eval/ours={lm_eval_s / ours_s:.2f} "
+              f"lm_eval/vllm={lm_eval_s / vllm_s:.2f} (seconds over seconds: above 1, the first is slower)")
+        print(f"eval_throughput ours_s={ours_s:.1f} vllm_s={vllm_s:.1f} lm_eval_s={lm_eval_s:.1f} dtype={dtype}")
 
 
 if __name__ == "__main__":

@@ -486,7 +486,7 @@ async def _choose_strategy(client: JudgeClient, store: RunStore, spec: JudgeSpec
     import json
 
     path = _capabilities_path(store)
-    where = "local" if spec.kind == "local" else client.base_url
+    where = spec.kind if spec.kind in ("local", "vllm") else client.base_url
     cache_id = f"{spec.identity}@{where}"
     try:
         cache = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
@@ -514,10 +514,10 @@ def _run_one_judge(
     with ExitStack() as stack:
         base_url: str | None = spec.base_url
         model: str | None = spec.model
-        if spec.kind == "local":
-            from pspo_eval.judge.server import LocalServer
+        if spec.kind in ("local", "vllm"):
+            from pspo_eval.judge.server import judge_server
 
-            server = stack.enter_context(LocalServer(spec.model))
+            server = stack.enter_context(judge_server(spec.kind, spec.model))
             base_url, model = server.base_url, server.model_path
 
         async def main() -> _JudgeResult:
@@ -631,7 +631,7 @@ def judge_run(
             max_retries=max_retries, reasks=reasks, seed=seed, temperature=temperature, max_tokens=max_tokens,
             models=models, datasets=datasets, setting=setting, baseline=baseline, pairs=pairs, structured=structured,
         ))
-        spec_timeout = timeout if timeout is not None else (LOCAL_TIMEOUT if spec.kind == "local" else REMOTE_TIMEOUT)
+        spec_timeout = timeout if timeout is not None else (LOCAL_TIMEOUT if spec.kind in ("local", "vllm") else REMOTE_TIMEOUT)
         result = _run_one_judge(
             spec, todo, rubric, store, shard, structured=structured, concurrency=concurrency, timeout=spec_timeout,
             max_retries=max_retries, reasks=reasks, max_tokens=max_tokens, temperature=temperature,

@@ -8,7 +8,10 @@ Three forms:
   ``http://gpu-node:8000/v1::Qwen/Qwen2.5-7B-Instruct``; a key, if the server wants one, from the
   environment variable named by ``--api-key-env``;
 - ``local`` (or ``local:MODEL``) — ``transformers serve`` started on a free loopback port with the
-  demo model (or MODEL), stopped afterwards.
+  demo model (or MODEL), stopped afterwards;
+- ``vllm:MODEL`` — vLLM's OpenAI-compatible server (``vllm serve``) started the same way, MODEL a
+  directory, hub id or the demo model's name (``vllm`` alone: the demo model); its structured
+  outputs enforce the verdict's JSON schema.
 
 Any form may end in endpoint options written like a URL query after the model,
 ``openai:gpt-4o-mini?organization=org-1&project=proj_2&header.X-Team=evals``, or
@@ -47,13 +50,13 @@ from pspo_eval.store import safe_name
 __all__ = ["JudgeSpec", "check_key", "known_secrets", "model_identity", "parse_judge_spec", "redact", "redact_url"]
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-_SPEC_HINT = "use openai:MODEL, URL::MODEL (e.g. http://localhost:8000/v1::Qwen/Qwen2.5-7B-Instruct) or local"
+_SPEC_HINT = "use openai:MODEL, URL::MODEL (e.g. http://localhost:8000/v1::Qwen/Qwen2.5-7B-Instruct), local or vllm:MODEL"
 
 
 @dataclass(frozen=True)
 class JudgeSpec:
     spec: str
-    kind: str  # "openai" | "url" | "local"
+    kind: str  # "openai" | "url" | "local" | "vllm"
     model: str  # the model name sent in requests ("local": resolved when the server starts)
     base_url: str | None  # None for "local" until the server runs
     key_env: str | None  # the environment variable holding the key (never the key itself)
@@ -117,6 +120,11 @@ def _parse_form(spec: str, *, api_key_env: str | None, default_path: str) -> Jud
 
         model = text.partition(":")[2].strip() or DEMO_MODEL
         return JudgeSpec(text, "local", model, None, None, f"local:{model_label(model)}")
+    if text == "vllm" or text.startswith("vllm:"):
+        from pspo_eval.models import DEMO_MODEL, model_label
+
+        model = text.partition(":")[2].strip() or DEMO_MODEL
+        return JudgeSpec(text, "vllm", model, None, None, f"vllm:{model_label(model)}")
     if "::" in text:
         url, _, model = text.rpartition("::")
         model = model.strip()

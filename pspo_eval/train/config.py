@@ -284,7 +284,14 @@ class VllmConfig(_Section):
     tensor_parallel_size: int = Field(default=1, ge=1)
     max_model_len: int | None = Field(default=None, ge=1)
     enable_prefix_caching: bool = True
-    enforce_eager: bool = False
+    enforce_eager: bool | None = Field(
+        default=None, description="null = eager on a CPU (faster there at these sizes), compiled graphs on a GPU."
+    )
+    importance_sampling: bool = Field(
+        default=True,
+        description="Truncated importance sampling: weight each token's loss by min(pi_old / q_vllm, cap).",
+    )
+    importance_sampling_cap: float = Field(default=3.0, ge=1.0, description="The cap C of those weights (TRL's 3).")
     server_url: str | None = Field(
         default=None, description="mode=server: base URL of a running vLLM server."
     )

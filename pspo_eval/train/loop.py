@@ -67,7 +67,7 @@ from pspo_eval.train.metrics import (
     rollout_metrics,
     summarize,
 )
-from pspo_eval.train.objectives import policy_loss, ratio_stats, summarize_stats
+from pspo_eval.train.objectives import policy_loss, ratio_stats, summarize_stats, tis_weights
 from pspo_eval.train.policy import (
     autocast,
     autocast_dtype,
@@ -302,6 +302,9 @@ class Trainer:
         self.mu = cfg.train.num_iterations
         self.objective = cfg.objective.name
         self.objective_params = cfg.objective.params()
+        # Truncated importance sampling on the sampler's log-probs: on by default with vLLM rollouts.
+        v = cfg.rollout.vllm
+        self.tis_cap = v.importance_sampling_cap if cfg.rollout.backend == "vllm" and v.importance_sampling else None
         self.dist = Dist(resolve_device(cfg.model.device))
         self.dist.check_divides(cfg.train.prompts_per_step)
         self.device: torch.device = self.dist.device  # type: ignore[assignment]
@@ -380,10 +383,10 @@ class Trainer:
 
         self.stop_ids = stop_token_ids(self.tokenizer, self.policy, end_of_turn=cfg.rollout.stop == "eos+end_of_turn")
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self._prompt_cache: dict[str, list[int]] = {}  # before the generator: vLLM's sizes its context from the prompts
         self.generator = self._make_generator()
         dataset_name = self.train_problems[0].dataset if self.train_problems else None
         self.reward_set = RewardSet(cfg.rewards, dataset=dataset_name)
-        self._prompt_cache: dict[str, list[int]] = {}
 
         # -- state ------------------------------------------------------------------------------------
         self.step = 0
@@ -602,6 +605,10 @@ class Trainer:
                 else:
                     old_logp = mb["old_logp"]
                 per_token = policy_loss(self.objective, logp, old_logp, adv, mask=mask, **self.objective_params)
+                tis: Tensor | None = None
+                if self.tis_cap is not None and "sampler_logp" in mb:
+                    tis = tis_weights(old_logp, mb["sampler_logp"], self.tis_cap)
+                    per_token = per_token * tis
                 if beta > 0:
                     kl = kl_k3(logp, mb["ref_logp"])
                     per_token = per_token + beta * kl
@@ -609,6 +616,8 @@ class Trainer:
                 (loss * self.dist.world_size).backward()
             loss_sum += float(loss.detach())
             self._record(stats, logp.detach(), old_logp, adv, mask, entropy, kl.detach() if beta > 0 else None)
+            if tis is not None:
+                self._record_tis(stats, tis, mb["sampler_logp"], mask)
         stats.reduce(self.dist)
         result = stats.result()
         result["loss"] = self.dist.sum([loss_sum])[0]
@@ -633,6 +642,18 @@ class Trainer:
                 stats.mean(f"{self.objective}/{key}", value, n)
         if "smoothed_deviation" in raw:
             stats.max(f"{self.objective}/smoothed_deviation_max", float(raw["smoothed_deviation"][valid].max()))
+
+    def _record_tis(self, stats: TokenStats, weights: Tensor, sampler_logp: Tensor, mask: Tensor) -> None:
+        """Log the importance-sampling weights: their mean and minimum, and the share of tokens capped."""
+        assert self.tis_cap is not None
+        valid = mask.bool() & ~torch.isnan(sampler_logp)
+        n = float(valid.sum())
+        if n == 0:
+            return
+        w = weights[valid]
+        stats.mean("tis/weight_mean", float(w.mean()), n)
+        stats.mean("tis/capped_frac", float((w >= self.tis_cap * (1 - 1e-6)).float().mean()), n)
+        stats.min("tis/weight_min", float(w.min()))
 
     # -- evaluation on the validation prompts -----------------------------------------------------------
     @torch.no_grad()

