@@ -95,12 +95,13 @@ class BackendConfig(BaseModel):
         """What about the backend changes its outputs (part of every sample key)."""
         if self.name == "openai":
             return {"backend": "openai", "base_url": self.base_url, "api_model": self.api_model}
-        if self.name == "vllm":
-            return {"backend": "vllm", "dtype": self.dtype}
         from pspo_eval.generation.hf import default_device, resolve_dtype
 
-        device = default_device() if self.device == "auto" else self.device
+        device = default_device() if (self.device == "auto" or self.name == "vllm") else self.device
+        # The resolved dtype ("auto" means bf16 on one machine and fp32 on another): it decides outputs.
         dtype = str(resolve_dtype(self.dtype, device)).replace("torch.", "")
+        if self.name == "vllm":
+            return {"backend": "vllm", "dtype": dtype}
         return {"backend": "hf", "dtype": dtype, "device": device.split(":")[0]}
 
     def options(self) -> dict:
@@ -429,9 +430,9 @@ def _generate_work(config: EvalConfig, work: _Work, backend, store: RunStore, gr
         requests.append(GenRequest(prompt, messages, work.temperature, top_p, max_new, seed))
     # Batches of similar prompt length; a batch is written as soon as it is graded.
     order = sorted(range(len(requests)), key=lambda i: (-len(requests[i].prompt), i))
-    step = max(1, getattr(config.backend, "batch_size", 64)) if config.backend.name == "hf" else max(
-        1, config.backend.concurrency * 4
-    )
+    # hf and vllm take a whole batch per call (vLLM schedules it itself); openai sends requests.
+    local = config.backend.name in ("hf", "vllm")
+    step = max(1, config.backend.batch_size if local else config.backend.concurrency * 4)
     for start in range(0, len(order), step):
         chunk = order[start : start + step]
         results = backend.generate([requests[i] for i in chunk])

@@ -56,10 +56,28 @@ class EvaluateStage(BaseModel):
     device: str = "auto"
 
 
+class JudgeSettings(BaseModel):
+    """Judge settings that replace the stage's own when ``auto`` picks a given kind of judge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int | None = None
+    max_tokens: int | None = None
+    reasks: int | None = Field(None, ge=0)
+    pairwise_rubric: str | None = None
+
+
 class JudgeStage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    judges: list[str] = Field(default_factory=lambda: ["local"])
+    judges: list[str] = Field(
+        default_factory=lambda: ["local"],
+        description="Judge specs; 'auto' is vllm (vLLM's server, structured outputs) where vLLM is "
+        "installed, else local (transformers serve).",
+    )
+    auto: dict[Literal["vllm", "local"], JudgeSettings] = Field(
+        default_factory=dict, description="Settings per judge that 'auto' may pick (a CPU server's speed differs)."
+    )
     rubric: str = "math_response_quality"
     per_dataset: int | None = 2
     repeats: int = 1
@@ -91,6 +109,21 @@ class Experiment(BaseModel):
     evaluate: EvaluateStage = Field(default_factory=EvaluateStage)
     judge: JudgeStage | None = None
     report: ReportStage | None = None
+
+
+def resolve_auto_judges(stage: JudgeStage) -> tuple[list[str], dict[str, Any]]:
+    """The stage's judges with ``auto`` resolved, and its settings with that judge's ``auto`` entry applied."""
+    from pspo_eval.judge.server import best_local_judge
+
+    picked = best_local_judge() if "auto" in stage.judges else None
+    judges = [picked if j == "auto" else j for j in stage.judges]
+    settings: dict[str, Any] = {
+        "concurrency": stage.concurrency, "max_tokens": stage.max_tokens, "reasks": stage.reasks,
+        "pairwise_rubric": stage.pairwise_rubric,
+    }
+    if picked in stage.auto:
+        settings.update(stage.auto[picked].model_dump(exclude_none=True))
+    return [j for j in judges if j is not None], settings
 
 
 def resolve_experiment_path(spec: str | Path) -> Path:
@@ -261,13 +294,14 @@ def run_pipeline(path: str | Path, *, stages: list[str] | None = None, verbose: 
             from pspo_eval.judge.run import judge_run
             from pspo_eval.store import RunStore
 
+            judges, settings = resolve_auto_judges(jd)
             with RunStore(eval_dir).locked(f"pipeline {exp.name}: judge"):
-                common = dict(per_dataset=jd.per_dataset, concurrency=jd.concurrency, timeout=jd.timeout,
-                              max_tokens=jd.max_tokens, reasks=jd.reasks, datasets=jd.datasets,
+                common = dict(per_dataset=jd.per_dataset, concurrency=settings["concurrency"], timeout=jd.timeout,
+                              max_tokens=settings["max_tokens"], reasks=settings["reasks"], datasets=jd.datasets,
                               api_key_env=jd.api_key_env)
-                summaries = [judge_run(eval_dir, jd.judges, jd.rubric, repeats=jd.repeats, **common)]
-                if jd.pairwise_rubric:
-                    summaries.append(judge_run(eval_dir, jd.judges, jd.pairwise_rubric,
+                summaries = [judge_run(eval_dir, judges, jd.rubric, repeats=jd.repeats, **common)]
+                if settings["pairwise_rubric"]:
+                    summaries.append(judge_run(eval_dir, judges, settings["pairwise_rubric"],
                                                pairwise_baseline=exp.base_label, **common))
             return summaries
 

@@ -210,12 +210,21 @@ class FaultServer:
 
 
 def fake_logprobs(content: str, k: int) -> list[dict]:
-    """OpenAI's per-token logprobs for ``content`` split into words: word i has logprob -(i+1)/4, and its
-    top-k alternatives are the word itself, then ``word#1``, ``word#2``, … each 1 lower."""
+    """OpenAI's per-token logprobs for ``content`` split into words, numbers and punctuation runs: token i
+    has logprob -(i+1)/4, and its top-k alternatives are the token itself, then ``token#1``, ``token#2``,
+    … each 1 lower (for a number: the next numbers, ``4`` -> ``5``, ``6``, as a tokenizer would offer)."""
     out = []
-    for i, token in enumerate(re.findall(r"\s*\S+", content)):
+    for i, token in enumerate(re.findall(r"\s*(?:\d+|[A-Za-z_]+|[^\w\s]+)", content)):
         lp = -(i + 1) / 4
-        top = [{"token": token if j == 0 else f"{token}#{j}", "logprob": lp - j, "bytes": None} for j in range(k)]
+        stripped = token.lstrip()
+        lead = token[: len(token) - len(stripped)]
+
+        def alt(j: int, token=token, stripped=stripped, lead=lead) -> str:
+            if j == 0:
+                return token
+            return f"{lead}{int(stripped) + j}" if stripped.isdigit() else f"{token}#{j}"
+
+        top = [{"token": alt(j), "logprob": lp - j, "bytes": None} for j in range(k)]
         out.append({"token": token, "logprob": lp, "bytes": list(token.encode()), "top_logprobs": top})
     return out
 

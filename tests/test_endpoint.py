@@ -217,7 +217,7 @@ def test_the_judge_client_passes_logprobs_through():
     with FaultServer(default=("content", "4"), logprobs=True) as server:
         reply = asyncio.run(ask(server.spec()))
     assert reply.content == "4" and reply.usage.requests == 1  # the judge's own Usage
-    assert reply.reply.top_logprobs == [{"4": -0.25, "4#1": -1.25}]
+    assert reply.reply.top_logprobs == [{"4": -0.25, "5": -1.25}]
 
 
 def test_logprobs_are_none_when_the_endpoint_does_not_return_them():

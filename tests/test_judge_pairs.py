@@ -138,3 +138,25 @@ def test_all_pairs_run_end_to_end_on_a_loopback_endpoint(tmp_path):
     assert sorted({(r["model"], r["baseline"]) for r in records}) == [("b", "a"), ("c", "a"), ("c", "b")]
     assert all(r["baseline_chars"] and r["response_chars"] and r["flips"]["overall_quality"] for r in records)
     assert set(summary.aggregation.bradley_terry["model"]) == {"a", "b", "c"}
+
+
+def test_expected_scores_end_to_end_when_the_spec_asks_for_logprobs(tmp_path):
+    """?logprobs=K on a judge spec: the request asks for the top-K alternatives and each record stores
+    the G-Eval expected score next to the sampled one; without the option nothing is asked."""
+    import json
+
+    from judge_fault_server import FaultServer
+
+    _three_models(tmp_path)
+    verdict = {"rationale": "fine", "overall_quality": 4, "constraint_adherence": 4, "logical_coherence": 4,
+               "mathematical_soundness": 4, "clarity": 4, "conciseness": 4,
+               "instruction_leakage": False, "verbosity_repetition": False}
+    with FaultServer(verdict=verdict, logprobs=True) as server:
+        judge_run(tmp_path, [server.spec() + "?logprobs=3"], "math_response_quality", concurrency=1,
+                  backoff_base=0.01, timeout=5.0)
+        asked = server.judge_requests()
+    assert asked and all(r["body"].get("logprobs") is True and r["body"].get("top_logprobs") == 3 for r in asked)
+    records = [json.loads(line) for f in (tmp_path / "judgments").rglob("*.jsonl") for line in f.read_text().splitlines()]
+    ok = [r for r in records if r["outcome"] == "ok"]
+    assert ok and all(r["expected_scores"]["overall_quality"] == pytest.approx(4.2689, abs=1e-3) for r in ok)
+    assert all(r["scores"]["overall_quality"] == 4 for r in ok)

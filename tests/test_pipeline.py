@@ -78,6 +78,24 @@ def _app():
     return app
 
 
+@pytest.mark.parametrize("installed", ["vllm", "local"])
+def test_auto_judge_takes_the_settings_of_the_judge_it_picks(monkeypatch, installed):
+    """The demo's `auto` judge is vLLM's server where vLLM is installed, else transformers serve;
+    each brings its own settings (concurrency, budget, the pairwise rubric)."""
+    from pspo_eval.judge import server
+    from pspo_eval.pipeline import load_experiment, resolve_auto_judges
+
+    monkeypatch.setattr(server, "best_local_judge", lambda: installed)
+    stage = load_experiment("demo").judge
+    assert stage is not None and stage.judges == ["auto"]
+    judges, settings = resolve_auto_judges(stage)
+    assert judges == [installed]
+    if installed == "vllm":
+        assert settings == {"concurrency": 8, "max_tokens": 400, "reasks": 1, "pairwise_rubric": "math_pairwise"}
+    else:
+        assert settings == {"concurrency": 1, "max_tokens": 160, "reasks": 1, "pairwise_rubric": None}
+
+
 @pytest.mark.slow
 def test_pipeline_end_to_end_then_a_failed_stage_is_redone_alone(tiny, tmp_path):
     exp = tmp_path / "exp.yaml"

@@ -14,7 +14,9 @@ Options (:func:`parse_options`) are written like a URL query string after the mo
   ``*secret*``, ``*cookie*``), so a secret header never appears in a spec that is stored;
 - ``timeout``: seconds per request for this endpoint (wins over the caller's default);
 - ``key_env``: the environment variable holding this endpoint's key;
-- ``api_version``: an Azure OpenAI endpoint (``AsyncAzureOpenAI``); the model is the deployment.
+- ``api_version``: an Azure OpenAI endpoint (``AsyncAzureOpenAI``); the model is the deployment;
+- ``logprobs=K``: ask for the top-K log-probabilities of every reply token (1..20), from which a
+  judge computes probability-weighted scores (``vllm:`` judges ask for 20 without being told).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from pspo_eval.errors import PspoError
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an HTTP token (RFC 9110)
 _SECRET_HEADER = re.compile(r"(?i)auth|key|token|secret|cookie")
-_OPTION_HINT = "options: organization, project, timeout, key_env, api_version, header.NAME (e.g. MODEL?project=p1)"
+_OPTION_HINT = (
+    "options: organization, project, timeout, key_env, api_version, logprobs, header.NAME (e.g. MODEL?project=p1)"
+)
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,12 @@ class EndpointOptions:
     key_env: str | None = None
     api_version: str | None = None
     headers: tuple[tuple[str, str], ...] = ()  # (name, value or "env:VAR")
+    logprobs: int | None = None  # ask for the top-K log-probabilities of every reply token (1..20)
 
     def describe(self) -> str:
         """The options as a query string (no secret: secret headers are only ever ``env:VAR``)."""
-        pairs = [(k, getattr(self, k)) for k in ("organization", "project", "timeout", "key_env", "api_version")]
+        pairs = [(k, getattr(self, k))
+                 for k in ("organization", "project", "timeout", "key_env", "api_version", "logprobs")]
         pairs += [(f"header.{name}", value) for name, value in self.headers]
         return "&".join(f"{k}={quote(str(v), safe=':/._-')}" for k, v in pairs if v is not None)
 
@@ -90,6 +96,11 @@ def parse_options(query: str) -> EndpointOptions:
             values[key] = _env_name(value, "key_env")
         elif key == "timeout":
             values[key] = _positive(value)
+        elif key == "logprobs":
+            if not value.isdigit() or not 1 <= int(value) <= 20:
+                raise PspoError(f"endpoint option logprobs={value}: give the number of alternatives, 1 to 20",
+                                "e.g. ?logprobs=20 (OpenAI and vLLM return at most 20)")
+            values[key] = int(value)
         else:
             raise PspoError(f"unknown endpoint option '{key}'", _OPTION_HINT)
     return EndpointOptions(headers=tuple(headers), **values)

@@ -52,6 +52,11 @@ class JudgeReply:
     latency_s: float
     reply: ChatReply
 
+    @property
+    def top_logprobs(self) -> list[dict[str, float]] | None:
+        """Per reply token, its top alternatives (token -> logprob); None unless asked for and given."""
+        return self.reply.top_logprobs
+
 
 def _usage(counts: CallUsage) -> Usage:
     return Usage(**asdict(counts))
@@ -73,6 +78,9 @@ class JudgeClient:
         retry_after_cap: float = 120.0,
     ):
         self.spec = spec
+        # Top-K log-probabilities to ask for (absolute rubrics: G-Eval expected scores). vLLM returns
+        # them (up to 20); elsewhere only when the spec says ?logprobs=K, since some servers refuse it.
+        self.top_logprobs = spec.options.logprobs or (20 if spec.kind == "vllm" else None)
         self.max_retries = int(max_retries)
         policy = RetryPolicy(self.max_retries, float(backoff_base), float(backoff_cap), float(retry_after_cap))
         self.endpoint = ChatClient(spec.endpoint(base_url=base_url, model=model), timeout=timeout, retry=policy)

@@ -285,10 +285,12 @@ async def _ask(
     convo = base
     usage = Usage()
     outcome, error, raw = "parse_error", None, None
+    top_k = client.top_logprobs if rubric.mode != "pairwise" else None
+    ask_logprobs: dict[str, Any] = {"logprobs": True, "top_logprobs": top_k} if top_k else {}
     for ask in range(reasks + 1):
         try:
             reply = await client.chat(convo, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                                      response_format=fmt)
+                                      response_format=fmt, **ask_logprobs)
         except JudgeCallError as exc:
             usage.add(exc.usage)
             return _Asked("api_error", None, redact(exc.message, secrets), raw, usage, exc.kind)

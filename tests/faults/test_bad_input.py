@@ -16,6 +16,8 @@ import pytest
 import yaml
 from judge_helpers import make_run, sample
 
+from pspo_eval.paths import rubrics_dir
+
 PY = sys.executable
 DEMO = "smollm2-135m-instruct"
 
@@ -43,7 +45,7 @@ def _assert_one_line(proc: subprocess.CompletedProcess, *fragments: str) -> None
 
 
 def _rubric(tmp_path: Path, mutate) -> Path:
-    src = Path(__file__).resolve().parents[2] / "rubrics" / "math_response_quality.yaml"
+    src = rubrics_dir() / "math_response_quality.yaml"
     data = yaml.safe_load(src.read_text())
     mutate(data)
     path = tmp_path / "bad_rubric.yaml"

@@ -17,6 +17,7 @@ from pspo_eval.errors import PspoError
 from pspo_eval.judge.aggregate import load_judgments
 from pspo_eval.judge.prompts import GUARD
 from pspo_eval.judge.run import judge_run
+from pspo_eval.paths import rubrics_dir
 from pspo_eval.store import RunStore
 
 FAST = {"backoff_base": 0.01, "timeout": 5.0}
@@ -166,7 +167,7 @@ def test_rerun_is_free_and_a_killed_run_resumes(tmp_path):
 def test_editing_the_rubric_invalidates_its_cache(tmp_path):
     run = _one_model_run(tmp_path / "run", 2)
     rubric = tmp_path / "q.yaml"
-    text = (Path(__file__).parents[2] / "rubrics" / "math_response_quality.yaml").read_text()
+    text = (rubrics_dir() / "math_response_quality.yaml").read_text()
     rubric.write_text(text)
     with FaultServer(verdict=VERDICT) as server:
         assert judge_run(run, [server.spec()], rubric, **FAST).judged == 2
