@@ -228,14 +228,19 @@ def _add_bucket(dp: np.ndarray, w: np.ndarray, *, limit: int, tie_at: int | None
 # The normal distribution
 # ---------------------------------------------------------------------------------------------------
 
-# The standard library's NormalDist is exact to about machine precision: its cdf is erfc-based (accurate
-# in the lower tail) and its inv_cdf is Wichura's algorithm AS 241 (1988), relative error ~1e-16.
+# The quantile is the standard library's NormalDist.inv_cdf: Wichura's algorithm AS 241 (1988), exact to
+# about machine precision (within 1e-12 relative of scipy from p = 1e-300 to 1 - 1e-15).
 _STANDARD_NORMAL = NormalDist()
 
 
 def normal_cdf(x: float) -> float:
-    """Standard normal CDF Phi(x), from :class:`statistics.NormalDist`."""
-    return _STANDARD_NORMAL.cdf(x)
+    """Standard normal CDF, Phi(x) = erfc(-x / sqrt 2) / 2.
+
+    Not ``NormalDist().cdf``: through Python 3.13 that is 0.5 * (1 + erf(x / sqrt 2)), which cancels in
+    the lower tail (measured against scipy: 2% off at x = -8, exactly 0 below x = -8.3), while erfc
+    keeps full relative precision there (about 1e-13 at x = -37). A tail probability keeps its digits.
+    """
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
 
 
 def normal_quantile(p: float) -> float:
