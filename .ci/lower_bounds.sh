@@ -27,5 +27,7 @@ if [ "$(cat "$VENV/.installed" 2>/dev/null)" != "$key" ]; then
   echo "$key" > "$VENV/.installed"
 fi
 echo "lower-bounds: $("$VENV/bin/python" -c 'import torch, transformers, numpy; print("torch", torch.__version__, "transformers", transformers.__version__, "numpy", numpy.__version__)')"
-"$VENV/bin/python" -m pytest -q -m "not slow" -p no:cacheprovider
+# vLLM is not in this venv (it pins its own transformers/numpy, so it cannot sit on the floors); the
+# main CI venv runs its tests. Without CI=true the vLLM test module skips here instead of failing.
+env -u CI "$VENV/bin/python" -m pytest -q -m "not slow" -p no:cacheprovider
 echo "lower-bounds: fast tests passed in $(( $(date +%s) - start ))s"
