@@ -248,3 +248,12 @@ def test_expected_scores_are_averaged_next_to_the_sampled_ones(tmp_path):
     row = aggregate(_frame(tmp_path, records), n_boot=100).scores.iloc[0]
     assert row["mean"] == pytest.approx(4.0)
     assert (row["expected_n"], row["expected_mean"]) == (2, pytest.approx(3.4))
+
+
+def test_expected_scores_ignore_tokens_after_the_text():
+    """vLLM's logprobs also list the end-of-turn token that the reply text leaves out (seen with the
+    demo model behind vLLM's server: every expected score was lost to it)."""
+    content = '{"q": 4}'
+    top = [{'{"': 0.0}, {"q": 0.0}, {'":': 0.0}, {" ": 0.0}, {"4": math.log(0.5), "5": math.log(0.5)}, {"}": 0.0},
+           {"<|im_end|>": 0.0, "<|endoftext|>": -3.0}]
+    assert ag.expected_scores(content, top, {"q": (1, 5)}) == {"q": pytest.approx(4.5)}

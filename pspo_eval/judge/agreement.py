@@ -252,6 +252,8 @@ def _token_offsets(content: str, top_logprobs: Sequence[dict[str, float]]) -> li
     """
     tokens, at = [], 0
     for alternatives in top_logprobs:
+        if at >= len(content):  # tokens past the text: vLLM lists the end-of-turn token (<|im_end|>) too
+            break
         fitting = [(lp, tok) for tok, lp in alternatives.items() if tok and content.startswith(tok, at)]
         if not fitting:
             return None
