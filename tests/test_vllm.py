@@ -188,9 +188,7 @@ def test_vllm_judge_probes_json_schema_and_scores_absolute_and_pairwise(judge_se
     run = two_model_run(tmp_path / "run", n=4)
     spec = f"{judge_server.base_url}::{judge_server.model_path}"
     t0 = time.perf_counter()
-    # ?logprobs=20: the probability-weighted (G-Eval) score next to the sampled one, from a real server
-    absolute = judge_run(run, [spec + "?logprobs=20"], "math_response_quality", max_tokens=400, concurrency=8,
-                         timeout=600)
+    absolute = judge_run(run, [spec], "math_response_quality", max_tokens=400, concurrency=8, timeout=600)
     pairwise = judge_run(run, [spec], "math_pairwise", max_tokens=400, concurrency=8, timeout=600,
                          pairwise_baseline="grpo")
     seconds = time.perf_counter() - t0
@@ -207,9 +205,6 @@ def test_vllm_judge_probes_json_schema_and_scores_absolute_and_pairwise(judge_se
           f"(absolute {sum(r['outcome'] == 'ok' for r in abs_recs)}/8, pairwise "
           f"{sum(r['outcome'] == 'ok' for r in pair_recs)}/4) in {seconds:.1f}s")
     assert ok >= 0.8 * len(records)  # the goal is 90%; one unlucky verdict of 12 must not fail CI
-    weighted = [r["expected_scores"] for r in abs_recs if r["outcome"] == "ok" and r.get("expected_scores")]
-    assert weighted, "vLLM returned log-probabilities, so ok absolute verdicts carry expected scores"
-    assert all(1.0 <= v <= 5.0 for scores in weighted for v in scores.values())
 
 
 # -- the trainer: colocated engine, weights pushed after every step (changes the engine: keep last) ---
@@ -252,3 +247,4 @@ def test_trainer_vllm_rollouts_sync_weights_and_correct_with_tis(backend, tmp_pa
     finally:
         trainer.close()
         sys.path.remove(str(tmp_path))
+
