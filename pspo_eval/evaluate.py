@@ -95,13 +95,15 @@ class BackendConfig(BaseModel):
         """What about the backend changes its outputs (part of every sample key)."""
         if self.name == "openai":
             return {"backend": "openai", "base_url": self.base_url, "api_model": self.api_model}
+        # The resolved dtype ("auto" means bf16 on one machine and fp32 on another): it decides outputs.
+        if self.name == "vllm":
+            from pspo_eval.generation.vllm_engine import vllm_dtype
+
+            return {"backend": "vllm", "dtype": vllm_dtype(self.dtype)}
         from pspo_eval.generation.hf import default_device, resolve_dtype
 
-        device = default_device() if (self.device == "auto" or self.name == "vllm") else self.device
-        # The resolved dtype ("auto" means bf16 on one machine and fp32 on another): it decides outputs.
+        device = default_device() if self.device == "auto" else self.device
         dtype = str(resolve_dtype(self.dtype, device)).replace("torch.", "")
-        if self.name == "vllm":
-            return {"backend": "vllm", "dtype": dtype}
         return {"backend": "hf", "dtype": dtype, "device": device.split(":")[0]}
 
     def options(self) -> dict:

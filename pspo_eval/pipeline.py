@@ -116,14 +116,14 @@ def resolve_auto_judges(stage: JudgeStage) -> tuple[list[str], dict[str, Any]]:
     from pspo_eval.judge.server import best_local_judge
 
     picked = best_local_judge() if "auto" in stage.judges else None
-    judges = [picked if j == "auto" else j for j in stage.judges]
+    judges = [picked if j == "auto" and picked else j for j in stage.judges]
     settings: dict[str, Any] = {
         "concurrency": stage.concurrency, "max_tokens": stage.max_tokens, "reasks": stage.reasks,
         "pairwise_rubric": stage.pairwise_rubric,
     }
     if picked in stage.auto:
         settings.update(stage.auto[picked].model_dump(exclude_none=True))
-    return [j for j in judges if j is not None], settings
+    return judges, settings
 
 
 def resolve_experiment_path(spec: str | Path) -> Path:

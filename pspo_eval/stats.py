@@ -500,14 +500,26 @@ def cohens_kappa(
     unknown = {x for pair in pairs for x in pair if x not in position}
     _check(not unknown, f"ratings {sorted(map(repr, unknown))} are not in labels", "add them to labels")
     size = len(categories)
-    observed = np.zeros((size, size))
+    counts = np.zeros((size, size))
     for x, y in pairs:
-        observed[position[x], position[y]] += 1.0
-    observed /= len(pairs)
+        counts[position[x], position[y]] += 1.0
+    return kappa_from_counts(counts, weights=weights)
+
+
+def kappa_from_counts(counts: np.ndarray, *, weights: Literal["linear", "quadratic"] | None = None) -> float:
+    """Cohen's kappa (see :func:`cohens_kappa`) from the K × K joint counts of two raters' codes.
+
+    The form for callers that already hold integer codes, such as a bootstrap that recomputes kappa
+    on every resample. NaN for no items or no chance disagreement (a single category used).
+    """
+    total = float(counts.sum())
+    if total <= 0:
+        return float("nan")
+    observed = counts / total
     expected = np.outer(observed.sum(axis=1), observed.sum(axis=0))
-    w = _disagreement_weights(size, weights)
+    w = _disagreement_weights(counts.shape[0], weights)
     chance = float((w * expected).sum())
-    if chance <= 0.0:
+    if chance <= 1e-12:  # one category only; rounding may leave a speck above 0
         return float("nan")
     return 1.0 - float((w * observed).sum()) / chance
 

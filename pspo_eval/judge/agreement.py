@@ -53,15 +53,8 @@ def confusion(gold: np.ndarray, pred: np.ndarray, size: int) -> np.ndarray:
     return np.bincount(gold * size + pred, minlength=size * size).reshape(size, size).astype(float)
 
 
-def kappa_from_confusion(m: np.ndarray) -> float:
-    """Cohen's kappa (p_o - p_e) / (1 - p_e) from joint counts; NaN when p_e = 1 (one category only)."""
-    n = m.sum()
-    if n <= 0:
-        return float("nan")
-    p = m / n
-    p_o = float(np.trace(p))
-    p_e = float(p.sum(axis=1) @ p.sum(axis=0))
-    return float("nan") if p_e >= 1.0 - 1e-12 else (p_o - p_e) / (1.0 - p_e)
+# Cohen's kappa from joint counts: the one implementation, in pspo_eval.stats.
+kappa_from_confusion = stats.kappa_from_counts
 
 
 def macro_scores(m: np.ndarray) -> tuple[float, float, float]:

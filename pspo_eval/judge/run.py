@@ -320,13 +320,13 @@ async def _ask(
 def _expected(rubric: Rubric, reply: Any) -> dict[str, float] | None:
     """Probability-weighted scores from the reply's top log-probabilities (None when the endpoint gave none).
 
-    ``top_logprobs`` (per generated token, the top-K alternatives token -> logprob) is read with
-    ``getattr`` so that a client without the field keeps working: only the sampled score is stored then.
+    ``top_logprobs`` (per generated token, the top-K alternatives token -> logprob) is None unless the
+    request asked for them and the endpoint gave them; only the sampled score is stored then.
     """
     scale = {c.key: (c.low, c.high) for c in rubric.criteria if c.scale is not None}
     if rubric.mode == "pairwise" or not scale:
         return None
-    return expected_scores(reply.content, getattr(reply, "top_logprobs", None), scale)
+    return expected_scores(reply.content, reply.top_logprobs, scale)
 
 
 def _verdict_parts(rubric: Rubric, verdict: BaseModel) -> tuple[dict[str, Any], dict[str, bool], str]:
