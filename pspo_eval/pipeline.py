@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import typer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pspo_eval.errors import PspoError
 
@@ -145,22 +144,14 @@ def resolve_experiment_path(spec: str | Path) -> Path:
     raise PspoError(f"experiment file {spec} not found", f"give a path to a YAML file or a bundled name: {known}")
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    import yaml
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+    """An experiment file (or a bundled name) with ``--set`` overrides, validated through the one config loader.
 
-    path = resolve_experiment_path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise PspoError(f"{path} is not valid YAML: {exc}", "fix the file's syntax") from exc
-    try:
-        exp = Experiment.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise PspoError(f"{path}: {where}: {err['msg']}", "see `pspo-eval pipeline --help` and the bundled `demo` experiment for the format") from None
-    # Relative paths in the file (out, report.out) are relative to the current directory.
-    return exp
+    Relative paths in the file (out, report.out) are relative to the current directory.
+    """
+    from pspo_eval import config
+
+    return config.load_model(config.Schema(Experiment), resolve_experiment_path(path), overrides)
 
 
 class _State:
@@ -229,13 +220,15 @@ def _models_to_evaluate(exp: Experiment, trained: dict[str, Path]):
     return specs
 
 
-def run_pipeline(path: str | Path, *, stages: list[str] | None = None, verbose: bool = True) -> dict:
+def run_pipeline(
+    path: str | Path, *, stages: list[str] | None = None, verbose: bool = True, overrides: list[str] | tuple[str, ...] = ()
+) -> dict:
     """Run an experiment file's stages in order; returns {eval_run, report, results}."""
     from pspo_eval.console import log
     from pspo_eval.evaluate import BackendConfig, EvalConfig, SamplingConfig, run_evaluate
     from pspo_eval.generation.prompts import PromptConfig
 
-    exp = load_experiment(path)
+    exp = load_experiment(path, overrides)
     root = Path(exp.out)
     root.mkdir(parents=True, exist_ok=True)
     state = _State(root)
@@ -321,39 +314,3 @@ def run_pipeline(path: str | Path, *, stages: list[str] | None = None, verbose: 
             out["report"] = result
     log(f"pipeline {exp.name}: finished ({root})")
     return out
-
-
-def pipeline(
-    config: str = typer.Option(..., "--config", "-c", help="Experiment file, or a bundled one's name (demo, paper-0.5b)."),
-    stage: list[str] = typer.Option([], "--stage", help="Run only these stages (train, evaluate, judge, report). Repeatable."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Less progress output."),
-) -> None:
-    """Train → evaluate → judge → report from one experiment file (reruns redo only what changed)."""
-    from pspo_eval.console import out_console
-    from pspo_eval.metrics import results_table
-
-    bad = [s for s in stage if s not in {"train", "evaluate", "judge", "report"}]
-    if bad:
-        raise PspoError(f"unknown stage {bad[0]!r}", "stages: train, evaluate, judge, report")
-    out = run_pipeline(config, stages=stage or None, verbose=not quiet)
-    if out.get("results"):
-        out_console.print(results_table(out["results"], title="accuracy (greedy)"))
-    if out.get("report") is not None:
-        out_console.print(f"report: {out['report'].index}")
-
-
-def demo(
-    config: str = typer.Option("demo", "--config", "-c", help="The demo experiment: a file, or a bundled name."),
-) -> None:
-    """The CPU demo: short GR-PSPO and GRPO-clip runs of the demo model, evaluation, judging, report."""
-    from pspo_eval.console import out_console
-    out = run_pipeline(resolve_experiment_path(config))
-    if out.get("report") is not None:
-        report = out["report"]
-        md = (report.out / "report.md")
-        out_console.print(f"\nHTML report: {report.index.resolve()}")
-        if md.exists():
-            text = md.read_text(encoding="utf-8")
-            start = text.find("## ")
-            end = text.find("\n## ", start + 3)
-            out_console.print(text[start:end if end > 0 else None].strip())

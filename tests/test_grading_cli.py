@@ -9,7 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from pspo_eval.errors import PspoError
-from pspo_eval.grading import cli as grading_cli
+from pspo_eval.cli import grade as grading_cli
 
 runner = CliRunner()
 

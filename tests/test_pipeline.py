@@ -141,3 +141,10 @@ def test_pipeline_end_to_end_then_a_failed_stage_is_redone_alone(tiny, tmp_path)
     run_pipeline(exp, verbose=False, stages=["train", "evaluate", "judge"])
     after = len(_lines(runs / "eval", "judgments"))
     assert after == before and _lines(runs / "eval") == samples
+
+
+def test_experiment_overrides_go_through_the_one_config_loader():
+    exp = load_experiment("demo", ["evaluate.limit=3", "name=tiny"])
+    assert exp.evaluate.limit == 3 and exp.name == "tiny"
+    with pytest.raises(PspoError, match="unknown config key 'evaluate.limt'.*evaluate.limit"):
+        load_experiment("demo", ["evaluate.limt=3"])

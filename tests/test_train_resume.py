@@ -9,8 +9,7 @@ import torch
 from train_helpers import tiny_config, tiny_workspace
 
 from pspo_eval.errors import PspoError
-from pspo_eval.train.checkpoint import list_checkpoints
-from pspo_eval.train.cli import resolve_run_config
+from pspo_eval.train.checkpoint import list_checkpoints, resolve_run_config
 from pspo_eval.train.config import config_hash, dump_config
 from pspo_eval.train.loop import Trainer
 from pspo_eval.train.metrics import read_metrics

@@ -274,3 +274,43 @@ def load_rng(checkpoint: Path, state: dict[str, Any]) -> None:
     from safetensors.torch import load_file
 
     restore_rng(load_file(str(Path(checkpoint) / "trainer" / "rng.safetensors")), state["rng"])
+
+
+def resolve_run_config(
+    out: Path,
+    *,
+    config: str | None,
+    objective: str | None,
+    overrides: list[str],
+    max_steps: int | None,
+    resume: bool,
+):
+    """The config to train with, and the checkpoint a resume starts from (or None).
+
+    Fresh run: ``--config`` with ``--objective`` / ``--set`` / ``--max-steps`` on top. Resume: the
+    latest checkpoint's saved ``config.yaml`` with those options on top (the trainer warns when
+    they change it); a ``--config`` given as well must resolve to the same config (same hash), so a
+    typo cannot silently change a run.
+    """
+    from pspo_eval.train.config import config_hash, load_config
+
+    sets = list(overrides) + ([f"train.max_steps={max_steps}"] if max_steps is not None else [])
+    found = latest_checkpoint(out) if resume else None
+    if found is None:
+        if config is None:
+            hint = "give --config FILE (or a preset such as demo-cpu)"
+            if resume:
+                raise PspoError(f"--resume: {out} holds no checkpoint to resume from", hint)
+            raise PspoError("no config given", hint)
+        return load_config(config, overrides=sets, objective=objective), None
+    step, path = found
+    cfg = load_config(path / "config.yaml", overrides=sets, objective=objective)
+    if config is not None:
+        given = load_config(config, overrides=sets, objective=objective)
+        if config_hash(given) != config_hash(cfg):
+            raise PspoError(
+                f"--config {config} differs from the config of the run in {out} (checkpoint-{step})",
+                "omit --config to continue with the saved config (change settings with --set), or use a new --out",
+            )
+        cfg = given
+    return cfg, path  # the trainer warns when cfg differs from the checkpoint's config

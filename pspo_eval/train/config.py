@@ -23,20 +23,19 @@ cannot disagree about a default.
 
 from __future__ import annotations
 
-import copy
 import difflib
 import hashlib
 import json
 import math
 import re
-import types
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pspo_eval import config
+from pspo_eval.config import Schema
 from pspo_eval.errors import PspoError
 
 # The paper's system prompt (the authors' maths_dataset_loading.py), verbatim.
@@ -538,27 +537,6 @@ class TrainConfig(_Section):
 # ---------------------------------------------------------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``5e-7`` as a float (YAML 1.1 insists on ``5.0e-7``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
-def _parse_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PspoError(f"{source}: invalid YAML{where}: {problem}", "fix the file's syntax") from None
-
-
 def presets_dir() -> Path:
     from pspo_eval.paths import configs_dir
 
@@ -591,76 +569,6 @@ def resolve_config_path(spec: str | Path) -> Path:
     raise PspoError(f"config '{spec}' not found (no such file, and no such preset)", hint)
 
 
-def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    path = path.resolve()
-    if path in seen:
-        chain = " -> ".join(p.name for p in (*seen, path))
-        raise PspoError(f"config inheritance loops: {chain}", "remove one of the `base:` keys")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PspoError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    data = _parse_yaml(text, str(path))
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise PspoError(f"{path}: a config must be a YAML mapping (key: value), not a {type(data).__name__}")
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    if not isinstance(base, str):
-        raise PspoError(f"{path}: `base` must be a path to another YAML file (got {base!r})")
-    base_path = (path.parent / base).expanduser()
-    if not base_path.is_file():
-        raise PspoError(
-            f"{path}: base config '{base}' not found (looked for {base_path})",
-            "`base` is relative to the file that names it",
-        )
-    return _deep_merge(_read_with_bases(base_path, (*seen, path)), data)
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` wins; nested mappings merge key by key; lists and scalars are replaced whole."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _model_class(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside ``Model`` / ``Model | None``, if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            found = _model_class(arg)
-            if found is not None:
-                return found
-    return None
-
-
-def _list_item_model(annotation: Any) -> type[BaseModel] | None:
-    if typing.get_origin(annotation) is list:
-        (item,) = typing.get_args(annotation) or (None,)
-        return _model_class(item)
-    return None
-
-
-def field_paths(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list[str]:
-    """Every settable dotted path (``objective.alpha``, ``rollout.vllm.mode``, ``rewards``, …)."""
-    paths: list[str] = []
-    for name, info in model.model_fields.items():
-        path = f"{prefix}{name}"
-        paths.append(path)
-        sub = _model_class(info.annotation)
-        if sub is not None:
-            paths.extend(field_paths(sub, f"{path}."))
-    return paths
-
-
 # Names people reach for that the schema spells differently.
 _SYNONYMS = {
     "lr": "learning_rate",
@@ -691,165 +599,22 @@ _RENAMED = {
 }
 
 
-def _unknown_key(path: str, key: str, options: list[str]) -> PspoError:
-    full = f"{path}.{key}" if path else key
-    if key in _RENAMED:
-        return PspoError(f"unknown config key '{full}'", _RENAMED[key])
-    near = difflib.get_close_matches(key, options, n=3, cutoff=0.6)
-    synonym = _SYNONYMS.get(key)
-    if synonym is not None:
-        near = [synonym] if synonym in options else []
-        if not near:  # the synonym lives in another section
-            found = [p for p in field_paths() if p.rsplit(".", 1)[-1] == synonym][:3]
-            if found:
-                return PspoError(f"unknown config key '{full}'", f"did you mean {' or '.join(found)}?")
-    if not near:  # maybe the key exists elsewhere in the tree (e.g. 'alpha' -> 'objective.alpha')
-        near = [p for p in field_paths() if p.rsplit(".", 1)[-1] == key][:3]
-        near = near or difflib.get_close_matches(full, field_paths(), n=3, cutoff=0.6)
-    else:
-        near = [f"{path}.{n}" if path else n for n in near]
-    hint = f"did you mean {' or '.join(near)}?" if near else f"valid keys here: {', '.join(options)}"
-    return PspoError(f"unknown config key '{full}'", hint)
+SCHEMA = Schema(TrainConfig, synonyms=_SYNONYMS, renamed=_RENAMED)
 
 
-def _check_keys(data: Any, model: type[BaseModel], path: str = "") -> None:
-    """Reject keys the schema does not have, naming close matches (before pydantic's plainer message)."""
-    if not isinstance(data, dict):
-        return
-    fields = model.model_fields
-    for key, value in data.items():
-        if key not in fields:
-            raise _unknown_key(path, str(key), list(fields))
-        here = f"{path}.{key}" if path else str(key)
-        annotation = fields[key].annotation
-        sub = _model_class(annotation)
-        if sub is not None:
-            _check_keys(value, sub, here)
-        item = _list_item_model(annotation)
-        if item is not None and isinstance(value, list):
-            for i, element in enumerate(value):
-                _check_keys(element, item, f"{here}.{i}")
-
-
-def _split_override(text: str) -> tuple[list[str], Any]:
-    if "=" not in text:
-        raise PspoError(
-            f"override '{text}' has no '='", "write --set key.sub=value, e.g. --set objective.alpha=0.2"
-        )
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise PspoError(f"override '{text}' has an empty key", "write --set key.sub=value")
-    value = _parse_yaml(raw, f"--set {key}") if raw.strip() else None
-    return key.split("."), value
+def field_paths(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list[str]:
+    """Every settable dotted path (``objective.alpha``, ``rollout.vllm.mode``, ``rewards``, …)."""
+    return config.field_paths(model, prefix)
 
 
 def apply_override(data: dict[str, Any], override: str) -> dict[str, Any]:
-    """Apply one ``key.sub=value`` override to a raw config mapping, checking the key against the schema.
-
-    List items are addressed by index (``rewards.0.weight=2``); a whole list is replaced with YAML
-    (``rewards=[{name: paper}]``). Free-form mappings (a reward's ``kwargs``) take any key.
-    """
-    parts, value = _split_override(override)
-    _set_path(data, TrainConfig, parts, value, "", override)
-    return data
-
-
-def _set_path(
-    node: Any, model: type[BaseModel] | None, parts: list[str], value: Any, path: str, override: str
-) -> None:
-    """Set ``parts`` below ``node`` (a raw dict or list described by ``model``; None = free-form)."""
-    part, rest = parts[0], parts[1:]
-    here = f"{path}.{part}" if path else part
-    if isinstance(node, list):
-        if not part.isdigit() or int(part) >= len(node):
-            raise PspoError(
-                f"override '{override}': '{path}' is a list of {len(node)}; '{part}' is not an index",
-                f"use {path}.0.<field>=..., or replace the whole list: {path}=[...]",
-            )
-        if not rest:
-            node[int(part)] = value
-            return
-        child = node[int(part)]
-        if not isinstance(child, dict):
-            raise PspoError(f"override '{override}': '{here}' is not a mapping")
-        _set_path(child, model, rest, value, here, override)
-        return
-    if model is None:  # a free-form mapping
-        if not rest:
-            node[part] = value
-            return
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, (dict, list)):
-            raise PspoError(f"override '{override}': '{here}' is a single value, it has no '{rest[0]}'")
-        _set_path(child, None, rest, value, here, override)
-        return
-    fields = model.model_fields
-    if part not in fields:
-        raise _unknown_key(path, part, list(fields))
-    if not rest:
-        node[part] = value
-        return
-    annotation = fields[part].annotation
-    sub, item = _model_class(annotation), _list_item_model(annotation)
-    child = node.get(part)
-    if sub is not None:
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        _set_path(child, sub, rest, value, here, override)
-    elif item is not None:
-        if child is None:  # still the default list: materialise it so an index can be addressed
-            default = fields[part].get_default(call_default_factory=True)
-            child = node[part] = [x.model_dump() if isinstance(x, BaseModel) else x for x in default]
-        if not isinstance(child, list):
-            raise PspoError(f"override '{override}': '{here}' must be a list")
-        _set_path(child, item, rest, value, here, override)
-    elif typing.get_origin(annotation) is dict:
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        _set_path(child, None, rest, value, here, override)
-    else:
-        raise PspoError(
-            f"override '{override}': '{here}' is a single value, it has no '{rest[0]}'",
-            f"write --set {here}=<value>",
-        )
-
-
-def _format_validation_error(exc: ValidationError, source: str) -> PspoError:
-    lines = []
-    for error in exc.errors():
-        loc = ".".join(str(p) for p in error["loc"])
-        msg = error["msg"]
-        msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        if error["type"] == "missing":
-            msg = "required field is missing"
-        elif error["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif (
-            "input" in error
-            and error["type"] not in ("value_error",)
-            and not isinstance(error["input"], (dict, list))
-        ):
-            msg = f"{msg} (got {error['input']!r})"
-        head = msg.split(": ", 1)[0]
-        if not loc or (re.fullmatch(r"[\w.]+", head) and head.startswith(loc)):
-            lines.append(msg)  # the message already names its field path
-        else:
-            lines.append(f"{loc}: {msg}")
-    return PspoError(f"invalid config {source}: " + "; ".join(lines))
+    """Apply one ``key.sub=value`` override to a raw training config (see :func:`pspo_eval.config.apply_override`)."""
+    return config.apply_override(data, override, SCHEMA)
 
 
 def config_from_dict(data: dict[str, Any], source: str = "(dict)") -> TrainConfig:
     """Validate a raw mapping into a :class:`TrainConfig`, with errors as :class:`PspoError`."""
-    if not isinstance(data, dict):
-        raise PspoError(f"invalid config {source}: expected a mapping, got {type(data).__name__}")
-    _check_keys(data, TrainConfig)
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        raise _format_validation_error(exc, source) from None
+    return config.validate(SCHEMA, data, source)
 
 
 def load_config(
@@ -864,7 +629,7 @@ def load_config(
     replaces ``objective.name`` only: the other parameters stay as the file sets them.
     """
     file = resolve_config_path(path)
-    data = _read_with_bases(file)
+    data = config.read_with_bases(file)
     for override in overrides:
         apply_override(data, override)
     if objective is not None:

@@ -67,6 +67,7 @@ def evaluate(
     """
     from pydantic import ValidationError
 
+    from pspo_eval.config import describe_validation_error
     from pspo_eval.console import out_console
     from pspo_eval.data import resolve_datasets
     from pspo_eval.evaluate import (
@@ -130,10 +131,7 @@ def evaluate(
             ),
         )
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        message = str(err["msg"]).removeprefix("Value error, ")
-        raise PspoError(f"invalid option {where}: {message}", "see pspo-eval evaluate --help") from None
+        raise PspoError(f"invalid option {describe_validation_error(exc)}", "see pspo-eval evaluate --help") from None
     if backend not in {"hf", "vllm", "openai"}:
         raise PspoError(f"unknown backend '{backend}'", "use hf, vllm or openai")
     if backend == "openai" and not (base_url and api_model):

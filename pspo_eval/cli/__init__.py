@@ -1,7 +1,7 @@
 """The `pspo-eval` command line: parse options, call a stage, print. Nothing else lives here.
 
-Each subsystem keeps its commands next to its code (``pspo_eval/<subsystem>/cli.py``); this module
-assembles them into one Typer app and turns user errors (:class:`PspoError`) into one line on stderr
+One thin module per command group (``pspo_eval/cli/<group>.py``), registered in :func:`_register`;
+this module assembles them into one Typer app and turns user errors (:class:`PspoError`) into one line on stderr
 and exit code 2 (a traceback only with ``--debug`` or ``PSPO_EVAL_DEBUG=1``).
 """
 
@@ -61,38 +61,21 @@ def _root(
 
 
 def _register() -> None:
-    from pspo_eval.models_cli import app as models_app
+    """Every command group, in one place (each module is a thin layer over its stage)."""
+    from pspo_eval.cli import datasets, evaluate, grade, judge, models, pipeline, report, train
 
-    app.add_typer(models_app, name="models", help="The bundled demo model and model references.")
-
-    import importlib
-
-    # (module, attribute, name) for sub-apps and single commands of the other subsystems.
-    optional = [
-        ("pspo_eval.data.cli", "app", "datasets", "Benchmarks: list, verify checksums, show items."),
-        ("pspo_eval.grading.cli", "grade", "grade", None),
-        ("pspo_eval.generation.cli", "evaluate", "evaluate", None),
-        ("pspo_eval.generation.cli", "merge", "merge", None),
-        ("pspo_eval.train.cli", "train", "train", None),
-        ("pspo_eval.judge.cli", "judge", "judge", None),
-        ("pspo_eval.report.cli", "report", "report", None),
-        ("pspo_eval.report.cli", "regress", "regress", None),
-        ("pspo_eval.report.cli", "baseline_app", "baseline", "Save a baseline for `regress`."),
-        ("pspo_eval.pipeline", "pipeline", "pipeline", None),
-        ("pspo_eval.pipeline", "demo", "demo", None),
-    ]
-    for module_name, attr, name, help_text in optional:
-        spec = importlib.util.find_spec(module_name)
-        if spec is None:
-            continue
-        module = importlib.import_module(module_name)
-        obj = getattr(module, attr, None)
-        if obj is None:
-            continue
-        if isinstance(obj, typer.Typer):
-            app.add_typer(obj, name=name, help=help_text)
-        else:
-            app.command(name)(obj)
+    app.add_typer(models.app, name="models", help="The bundled demo model and model references.")
+    app.add_typer(datasets.app, name="datasets", help="Benchmarks: list, verify checksums, show items.")
+    app.command("grade")(grade.grade)
+    app.command("evaluate")(evaluate.evaluate)
+    app.command("merge")(evaluate.merge)
+    app.command("train")(train.train)
+    app.add_typer(judge.judge, name="judge")
+    app.command("report")(report.report)
+    app.command("regress")(report.regress)
+    app.add_typer(report.baseline_app, name="baseline", help="Save a baseline for `regress`.")
+    app.command("pipeline")(pipeline.pipeline)
+    app.command("demo")(pipeline.demo)
 
 
 _register()
