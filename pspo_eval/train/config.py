@@ -38,12 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator,
 from pspo_eval import config
 from pspo_eval.config import Schema
 from pspo_eval.errors import PspoError
-
-# The paper's system prompt (the authors' maths_dataset_loading.py), verbatim.
-PAPER_SYSTEM_PROMPT = (
-    "You are a careful math solver. Think through the solution and show the steps. Use English only. "
-    "End the response with the final answer only in the format: '#### <final numeric answer only>'"
-)
+from pspo_eval.generation.prompts import PAPER_SYSTEM_PROMPT  # the one copy; re-exported here
 
 # The default reward: the PSPO authors' GSM8K reward (1 for a numerically correct final answer, +0.05 for
 # the '#### <n>' format, clipped to [0, 1]), registered as "paper" in pspo_eval.grading.reward.
@@ -197,6 +192,16 @@ def check_objective_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
 # The config model
 # ---------------------------------------------------------------------------------------------------
 
+# The names a config may choose from, as types (the trainer's functions take these too).
+Dtype = Literal["bfloat16", "float16", "float32"]
+Aggregation = Literal["dapo", "grpo", "dr_grpo"]
+AdvantageScale = Literal["group", "batch", "none"]
+RolloutBackend = Literal["hf", "vllm"]
+VllmMode = Literal["colocate", "server"]
+StopRule = Literal["eos", "eos+end_of_turn"]
+Schedule = Literal["constant", "linear", "cosine"]
+MetricSink = Literal["tensorboard", "wandb"]
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -221,7 +226,7 @@ class ModelConfig(_Section):
     path: str = Field(
         description="Model directory, checkpoint, demo alias (smollm2-135m-instruct) or hub id."
     )
-    dtype: Literal["bfloat16", "float16", "float32"] = Field(
+    dtype: Dtype = Field(
         default="bfloat16", description="Weights/compute dtype."
     )
     device: str = Field(
@@ -342,7 +347,7 @@ assert set(ObjectiveConfig.model_fields) - {"name"} == {
 class LossConfig(_Section):
     """How per-token losses become one number, and the optional KL penalty."""
 
-    aggregation: Literal["dapo", "grpo", "dr_grpo"] = Field(
+    aggregation: Aggregation = Field(
         default="dapo",
         description="dapo: mean over all completion tokens of the optimizer batch; grpo: mean per "
         "sequence then over sequences; dr_grpo: sum / (sequences x max_new_tokens).",
@@ -353,7 +358,7 @@ class LossConfig(_Section):
 
 
 class AdvantageConfig(_Section):
-    scale: Literal["group", "batch", "none"] = Field(
+    scale: AdvantageScale = Field(
         default="group", description="Divide r - group mean by the group std, the batch std, or nothing."
     )
     eps: float = Field(default=1e-4, ge=0.0, description="Added to the std before dividing (TRL's 1e-4).")
@@ -362,7 +367,7 @@ class AdvantageConfig(_Section):
 class VllmConfig(_Section):
     """vLLM rollout options (used only with rollout.backend = vllm)."""
 
-    mode: Literal["colocate", "server"] = "colocate"
+    mode: VllmMode = "colocate"
     gpu_memory_utilization: float = Field(default=0.3, gt=0.0, le=1.0)
     tensor_parallel_size: int = Field(default=1, ge=1)
     max_model_len: int | None = Field(default=None, ge=1)
@@ -383,13 +388,13 @@ class VllmConfig(_Section):
 class RolloutConfig(_Section):
     """Sampling the group of completions for each prompt."""
 
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: RolloutBackend = "hf"
     num_generations: int = Field(default=4, description="Completions per prompt (the group size G, >= 2).")
     max_new_tokens: int = Field(default=128, ge=1)
     temperature: float = 0.8
     top_p: float = 0.9
     top_k: int | None = Field(default=None, ge=1, description="null = no top-k filtering.")
-    stop: Literal["eos", "eos+end_of_turn"] = Field(
+    stop: StopRule = Field(
         default="eos+end_of_turn",
         description="Where a completion ends: the tokenizer's and generation config's EOS ids only "
         "(what TRL does, and so the paper's runs), or also the chat template's end-of-turn token "
@@ -450,7 +455,7 @@ class OptimConfig(_Section):
     """AdamW and the learning-rate schedule (steps are optimizer steps)."""
 
     learning_rate: float = Field(default=5e-7, gt=0.0)
-    schedule: Literal["constant", "linear", "cosine"] = Field(
+    schedule: Schedule = Field(
         default="linear", description="After warmup: constant, linear decay to 0, or cosine decay to 0."
     )
     warmup_steps: int | None = Field(default=None, ge=0, description="Warmup in optimizer steps.")
@@ -528,7 +533,7 @@ class CheckpointConfig(_Section):
 class LoggingConfig(_Section):
     log_every: int = Field(default=1, ge=1, description="Log metrics every N optimizer steps.")
     log_completions: int = Field(default=0, ge=0, description="Sample completions to log per rollout.")
-    report_to: list[Literal["tensorboard", "wandb"]] = Field(
+    report_to: list[MetricSink] = Field(
         default_factory=list,
         description="Extra metric sinks besides OUT/metrics.jsonl (need the tensorboard / wandb package).",
     )

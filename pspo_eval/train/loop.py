@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from pspo_eval.console import log
+from pspo_eval.generation.prompts import encode_prompt
 from pspo_eval.store import atomic_write_json, atomic_write_text
 from pspo_eval.train import save, setup, step
 from pspo_eval.train.checkpoint import list_checkpoints, load_optimizer, load_rng, prune_checkpoints
@@ -58,7 +59,7 @@ from pspo_eval.train.metrics import (
 )
 from pspo_eval.train.policy import autocast_dtype, resolve_device, unwrap
 from pspo_eval.train.rewards import RewardSet
-from pspo_eval.train.rollout import PromptSchedule, RolloutBatch, VLLMGenerator, encode_prompt, make_rollout
+from pspo_eval.train.rollout import PromptSchedule, RolloutBatch, VLLMGenerator, make_rollout
 from pspo_eval.train.setup import config_differences  # noqa: F401  (re-exported)
 from pspo_eval.train.step import lr_factor
 from pspo_eval.train.validation import validation_metrics

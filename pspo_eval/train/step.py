@@ -17,6 +17,7 @@ from torch import Tensor
 
 from pspo_eval.train.advantages import kl_k3
 from pspo_eval.train.aggregation import aggregate, count_items
+from pspo_eval.train.config import Aggregation, Schedule
 from pspo_eval.train.dist import Dist
 from pspo_eval.train.logprobs import completion_logprobs
 from pspo_eval.train.metrics import TokenStats
@@ -29,7 +30,7 @@ from pspo_eval.train.rollout import RolloutBatch
 # ---------------------------------------------------------------------------------------------------
 
 
-def lr_factor(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
+def lr_factor(schedule: Schedule, warmup: int, total: int) -> Callable[[int], float]:
     """Multiplier of the peak learning rate after ``step`` scheduler steps (transformers' schedules).
 
     Linear warmup from 0 over ``warmup`` steps (so with warmup the first update uses lr 0, as in
@@ -75,7 +76,7 @@ class LossSettings:
 
     objective: str
     params: dict[str, Any]  # the objective's keyword arguments (ObjectiveConfig.params())
-    aggregation: str
+    aggregation: Aggregation
     beta: float  # KL coefficient; 0 = no reference model
     tis_cap: float | None  # truncated importance sampling on the sampler's log-probs; None = off
     num_iterations: int  # μ: > 1 keeps the first iteration's log-probs as π_old
