@@ -21,6 +21,7 @@ Everything that decides what gets trained is a function of (config, step): the p
 each completion's sampling seed, the learning rate. Resuming from a checkpoint restores the weights,
 AdamW, the RNG states and, between the μ steps of a rollout, the rollout itself, and
 then computes exactly what the uninterrupted run would have (tested bitwise on CPU).
+
 The pieces: :mod:`~pspo_eval.train.setup` builds the run, :mod:`~pspo_eval.train.rollout` samples,
 :mod:`~pspo_eval.train.step` computes the loss and updates, :mod:`~pspo_eval.train.logprobs` holds
 the forward pass, :mod:`~pspo_eval.train.save` writes checkpoints; :class:`Trainer` composes them.
