@@ -403,3 +403,52 @@ def test_cispo_cap_uses_trls_convention_and_the_old_key_says_so():
     with pytest.raises(PspoError) as info:
         load_config("demo-cpu", overrides=["objective.cispo_epsilon_high=4"])
     assert "cispo_max_weight" in info.value.one_line() and "+ 1" in info.value.one_line()
+
+
+# config_hash of presets as main computed them before the objective section became per-objective
+# models: a run directory written before must still resume (the hash is compared on resume).
+PINNED_HASHES = {
+    ("demo-cpu", None): "ff41c089de7097eb",
+    ("demo-cpu", "cispo"): "805021bc17736180",
+    ("paper/qwen2.5-0.5b-pspo", None): "504b4353f26e29f2",
+    ("paper/qwen2.5-1.5b-pspo", None): "d868c345da88f99e",
+    ("paper/qwen2.5-1.5b-clip", None): "20105cfd8a0b5743",
+    ("paper/qwen2.5-0.5b-noclip", None): "8800f2070bde3ddd",
+    ("paper/qwen2.5-0.5b-clip-as-run", None): "83f3dbf0400858d5",
+    ("paper/qwen2.5-0.5b-clip", "gspo"): "9e27d249027e8b2f",
+}
+
+
+@pytest.mark.parametrize(("preset", "objective"), list(PINNED_HASHES))
+def test_config_hash_of_presets_is_pinned(preset, objective):
+    assert config_hash(load_config(preset, objective=objective)) == PINNED_HASHES[(preset, objective)]
+
+
+def test_objective_parameters_are_one_typed_model_per_objective():
+    from pydantic import TypeAdapter
+
+    from pspo_eval.train.config import (
+        OBJECTIVE_DEFAULTS,
+        OBJECTIVE_PARAMS,
+        ClipParams,
+        GspoParams,
+        ObjectiveConfig,
+        ObjectiveParams,
+        yaml_key,
+    )
+
+    assert tuple(OBJECTIVE_PARAMS) == OBJECTIVE_NAMES
+    # the flat section's defaults are the models' defaults
+    flat = ObjectiveConfig()
+    for name, cls in OBJECTIVE_PARAMS.items():
+        for key, default in cls().kwargs().items():
+            assert getattr(flat, yaml_key(name, key)) == default == OBJECTIVE_DEFAULTS[name][key]
+    # the chosen objective, typed, from the flat section (other objectives' values are kept, unused)
+    cfg = load_config("paper/qwen2.5-0.5b-clip", objective="gspo")
+    chosen = cfg.objective.selected()
+    assert isinstance(chosen, GspoParams) and chosen.kwargs() == cfg.objective.params()
+    assert cfg.objective.epsilon == 0.1  # clip's value, untouched by --objective
+    parsed = TypeAdapter(ObjectiveParams).validate_python({"name": "clip", "epsilon": 0.3})
+    assert isinstance(parsed, ClipParams) and parsed.kwargs() == {"epsilon": 0.3, "epsilon_high": None, "delta": None}
+    with pytest.raises(PspoError, match="alpha must be in"):
+        TypeAdapter(ObjectiveParams).validate_python({"name": "pspo", "alpha": 2})

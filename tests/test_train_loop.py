@@ -20,6 +20,7 @@ from train_helpers import (
 
 from pspo_eval.errors import PspoError
 from pspo_eval.train import loop
+from pspo_eval.train import step as train_step
 from pspo_eval.train.checkpoint import list_checkpoints, load_optimizer, save_optimizer
 from pspo_eval.train.config import config_hash, load_config
 from pspo_eval.train.loop import Trainer, completion_logprobs, lr_factor
@@ -263,13 +264,13 @@ def test_old_logprobs_are_computed_once_and_reused(tiny, tmp_path, monkeypatch):
     )
     trainer = Trainer(cfg, tmp_path, verbose=False)
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    real = loop.policy_loss
+    real = train_step.policy_loss
 
     def spy(name, logp, old_logp, advantages, **kw):
         seen.append((logp.detach().clone(), old_logp.detach().clone()))
         return real(name, logp, old_logp, advantages, **kw)
 
-    monkeypatch.setattr(loop, "policy_loss", spy)
+    monkeypatch.setattr(train_step, "policy_loss", spy)
     batch = trainer.make_rollout(0)
     for _ in range(3):
         trainer.optimizer_step(batch)

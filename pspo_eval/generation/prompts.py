@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pspo_eval.errors import PspoError
 from pspo_eval.records import Problem
 
+# The paper's system prompt (the authors' maths_dataset_loading.py), verbatim; training's default too.
 PAPER_SYSTEM_PROMPT = (
     "You are a careful math solver. Think through the solution and show the steps. Use English only. "
     "End the response with the final answer only in the format: '#### <final numeric answer only>'"
@@ -108,22 +110,51 @@ def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def render_messages(problem: Problem, config: PromptConfig) -> list[dict]:
-    """The chat messages for a problem (system, optional few-shot turns, user)."""
-    messages = [{"role": "system", "content": config.system_for(problem.dataset)}]
-    for shot in fewshot_examples(config):
-        messages.append({"role": "user", "content": config.user_template.format(question=shot["question"])})
+# --- the one prompt builder (evaluation and training) -----------------------------------------------
+
+
+def chat_messages(
+    question: str, system: str | None, *, user_template: str = "{question}", fewshot: Sequence[dict] = ()
+) -> list[dict]:
+    """The chat turns of one prompt: the system turn (none when ``system`` is None), few-shot turns, the question."""
+    messages = [] if system is None else [{"role": "system", "content": system}]
+    for shot in fewshot:
+        messages.append({"role": "user", "content": user_template.format(question=shot["question"])})
         messages.append({"role": "assistant", "content": shot["answer"]})
-    messages.append({"role": "user", "content": config.user_template.format(question=problem.question)})
+    messages.append({"role": "user", "content": user_template.format(question=question)})
     return messages
 
 
-def render_plain(problem: Problem, config: PromptConfig) -> str:
-    parts = [config.system_for(problem.dataset).strip(), ""]
-    for shot in fewshot_examples(config):
+def plain_prompt(
+    question: str, system: str | None, *, user_template: str = "{question}", fewshot: Sequence[dict] = ()
+) -> str:
+    """The plain format (models without a chat template): system text, few-shot blocks, ``Question: …\nAnswer:``."""
+    parts = [] if system is None else [system.strip(), ""]
+    for shot in fewshot:
         parts += [f"Question: {shot['question']}", f"Answer: {shot['answer']}", ""]
-    parts += [f"Question: {config.user_template.format(question=problem.question)}", "Answer:"]
+    parts += [f"Question: {user_template.format(question=question)}", "Answer:"]
     return "\n".join(parts)
+
+
+def tokenize_prompt(text: str, tokenizer) -> list[int]:
+    """Token ids of a rendered prompt: chat templates carry their special tokens; the plain format gets
+    BOS (if the model uses one) from the tokenizer."""
+    return list(tokenizer(text, add_special_tokens=not has_chat_template(tokenizer))["input_ids"])
+
+
+def render_messages(problem: Problem, config: PromptConfig) -> list[dict]:
+    """The chat messages for a problem (system, optional few-shot turns, user)."""
+    return chat_messages(
+        problem.question, config.system_for(problem.dataset), user_template=config.user_template,
+        fewshot=fewshot_examples(config),
+    )
+
+
+def render_plain(problem: Problem, config: PromptConfig) -> str:
+    return plain_prompt(
+        problem.question, config.system_for(problem.dataset), user_template=config.user_template,
+        fewshot=fewshot_examples(config),
+    )
 
 
 def render_prompt(problem: Problem, config: PromptConfig, tokenizer) -> str:
@@ -134,3 +165,19 @@ def render_prompt(problem: Problem, config: PromptConfig, tokenizer) -> str:
             raise PspoError("this model's tokenizer has no chat template", "use --chat-template never (plain prompt format)")
         return tokenizer.apply_chat_template(render_messages(problem, config), tokenize=False, add_generation_prompt=True)
     return render_plain(problem, config)
+
+
+def encode_prompt(question: str, tokenizer, system_prompt: str | None) -> list[int]:
+    """Token ids of one training prompt: the same builder as evaluation's default prompt.
+
+    With the paper's system prompt these are the ids evaluation feeds the model for the same
+    question (``render_prompt`` with the default :class:`PromptConfig`, then :func:`tokenize_prompt`).
+    Training differs on purpose in one corner: an empty or null ``data.system_prompt`` means no
+    system turn at all (a chat template may then add its own default), where evaluation always
+    sends its ``system`` text, even an empty one.
+    """
+    system = system_prompt or None
+    if has_chat_template(tokenizer):
+        messages = chat_messages(question, system)
+        return tokenize_prompt(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), tokenizer)
+    return tokenize_prompt(plain_prompt(question, system), tokenizer)

@@ -4,6 +4,8 @@
 - :mod:`~pspo_eval.train.aggregation` — per-token loss → scalar (dapo, grpo, dr_grpo), micro-batch exact
 - :mod:`~pspo_eval.train.advantages`  — group-relative advantages and the k3 KL estimator
 - :mod:`~pspo_eval.train.config`      — :class:`TrainConfig`, YAML presets with ``base:``, ``--set`` overrides
+- :mod:`~pspo_eval.train.loop`        — :class:`~pspo_eval.train.loop.Trainer`, composed of ``setup`` (building
+  the run), ``rollout`` (sampling), ``step`` (loss and update), ``logprobs`` (the forward pass), ``save``
 
 Names are loaded lazily: importing this package does not import torch, so the CLI stays fast.
 """

@@ -16,9 +16,10 @@ Vocabulary used throughout:
   the learning-rate schedule count optimizer steps, exactly as TRL's ``GRPOTrainer`` counts them.
 
 This module imports neither torch nor transformers, so the CLI can read configs cheaply. It also
-holds the table of objective parameters (names, defaults, bounds) that
-:mod:`pspo_eval.train.objectives` validates against, so the YAML config and the loss functions
-cannot disagree about a default.
+holds one parameter model per objective (:data:`ObjectiveParams`, a union discriminated by
+``name``), where each default and bound is written once: the flat ``objective:`` section of the
+YAML, :func:`check_objective_params` and the keyword defaults of the loss functions in
+:mod:`pspo_eval.train.objectives` all read them from there.
 """
 
 from __future__ import annotations
@@ -29,97 +30,177 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from pspo_eval import config
 from pspo_eval.config import Schema
 from pspo_eval.errors import PspoError
-
-# The paper's system prompt (the authors' maths_dataset_loading.py), verbatim.
-PAPER_SYSTEM_PROMPT = (
-    "You are a careful math solver. Think through the solution and show the steps. Use English only. "
-    "End the response with the final answer only in the format: '#### <final numeric answer only>'"
-)
+from pspo_eval.generation.prompts import PAPER_SYSTEM_PROMPT  # the one copy; re-exported here
 
 # The default reward: the PSPO authors' GSM8K reward (1 for a numerically correct final answer, +0.05 for
 # the '#### <n>' format, clipped to [0, 1]), registered as "paper" in pspo_eval.grading.reward.
 PAPER_REWARD = "paper"
 
 # ---------------------------------------------------------------------------------------------------
-# Objectives: names, parameters, defaults and bounds (shared with pspo_eval.train.objectives)
+# Objectives: one parameter model per objective, each default and bound written once here
 # ---------------------------------------------------------------------------------------------------
 
-OBJECTIVE_NAMES: tuple[str, ...] = ("pspo", "clip", "noclip", "gspo", "cispo", "sapo")
 
-# Per objective: parameter -> default. ``None`` means "off" (epsilon_high=None: same as epsilon;
-# delta=None: no dual clip; cispo epsilon_low=None: no lower bound on the IS weight).
-OBJECTIVE_DEFAULTS: dict[str, dict[str, float | None]] = {
+def _check_value(name: str, key: str, value: Any) -> None:
+    """Raise :class:`PspoError` for an out-of-range objective parameter (``None`` is always allowed)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise PspoError(f"objective '{name}': {key} must be a finite number (got {value!r})")
+    if key == "alpha" and not 0.0 <= value <= 1.0:
+        raise PspoError(
+            f"objective '{name}': alpha must be in [0, 1] (got {value})",
+            "alpha=0 is no-clip GRPO, alpha=1 freezes the policy",
+        )
+    if key.startswith("epsilon") and value < 0:
+        raise PspoError(f"objective '{name}': {key} must be >= 0 (got {value})")
+    if key == "delta" and value <= 1.0:
+        raise PspoError(
+            f"objective '{name}': delta must be > 1 (got {value})",
+            "dual clip bounds the loss of negative-advantage tokens at delta*A; use e.g. 3",
+        )
+    if key == "max_weight" and value <= 0:
+        raise PspoError(f"objective '{name}': max_weight must be > 0 (got {value})", "5 is the default")
+    if key.startswith("tau") and value <= 0:
+        raise PspoError(f"objective '{name}': {key} must be > 0 (got {value})")
+
+
+class _Params(BaseModel):
+    """One objective's parameters, as the keyword arguments of its loss in :mod:`pspo_eval.train.objectives`.
+
+    ``None`` for a parameter means "off" (epsilon_high=None: same as epsilon; delta=None: no dual
+    clip; cispo epsilon_low=None: no lower bound on the IS weight).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _range(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            name = cls.model_fields["name"].default
+            for key, value in data.items():
+                if key != "name" and key in cls.model_fields:
+                    _check_value(name, key, value)
+        return data
+
+    def kwargs(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"name"})
+
+
+class PspoParams(_Params):
     # PSPO paper (arXiv 2509.21282): alpha = 0.1 in all reported runs.
-    "pspo": {"alpha": 0.1},
+    name: Literal["pspo"] = "pspo"
+    alpha: float = Field(default=0.1, description="smoothing strength in [0, 1].")
+
+
+class ClipParams(_Params):
     # PPO/GRPO clip: epsilon 0.2 (Schulman et al. 2017; TRL's default); dual clip off.
-    "clip": {"epsilon": 0.2, "epsilon_high": None, "delta": None},
-    "noclip": {},
+    name: Literal["clip"] = "clip"
+    epsilon: float = Field(default=0.2, description="lower clip range (and upper, unless epsilon_high is set).")
+    epsilon_high: float | None = Field(default=None, description="upper clip range; null = epsilon.")
+    delta: float | None = Field(
+        default=None, description="dual-clip bound (> 1) for negative advantages; null = off."
+    )
+
+
+class NoclipParams(_Params):
+    name: Literal["noclip"] = "noclip"
+
+
+class GspoParams(_Params):
     # GSPO paper (Zheng et al. 2025, arXiv 2507.18071, sec. 5.1): sequence-ratio clip 3e-4 / 4e-4.
-    "gspo": {"epsilon": 3e-4, "epsilon_high": 4e-4},
+    name: Literal["gspo"] = "gspo"
+    epsilon: float = Field(default=3e-4, description="lower clip range of the sequence ratio.")
+    epsilon_high: float = Field(default=4e-4, description="upper clip range of the sequence ratio.")
+
+
+class CispoParams(_Params):
     # CISPO (MiniMax-M1, arXiv 2506.13585): no lower bound on the IS weight ("we did not impose a lower
     # bound ... set epsilon_low large"); the paper gives no number for the upper one, so the IS weight
     # is truncated at 5, ScaleRL's value (arXiv 2510.13786; insensitive over 5..9). max_weight is the
     # cap itself, the meaning TRL gives its `epsilon_high` for cispo, so a value copied from TRL means
     # the same here.
-    "cispo": {"epsilon_low": None, "max_weight": 5.0},
+    name: Literal["cispo"] = "cispo"
+    epsilon_low: float | None = Field(default=None, description="IS-weight lower bound 1-x; null = none.")
+    max_weight: float = Field(
+        default=5.0, description="the IS weight is truncated at this value (TRL's epsilon_high for cispo)."
+    )
+
+
+class SapoParams(_Params):
     # SAPO (Gao et al. 2025, arXiv 2511.20347): tau_pos = 1.0, tau_neg = 1.05 (tau_neg > tau_pos).
-    "sapo": {"tau_pos": 1.0, "tau_neg": 1.05},
+    name: Literal["sapo"] = "sapo"
+    tau_pos: float = Field(default=1.0, description="gate temperature for positive advantages.")
+    tau_neg: float = Field(default=1.05, description="gate temperature for negative advantages.")
+
+
+# The chosen objective with its parameters: a union discriminated by ``name``.
+ObjectiveParams = Annotated[
+    PspoParams | ClipParams | NoclipParams | GspoParams | CispoParams | SapoParams, Field(discriminator="name")
+]
+ObjectiveName = Literal["pspo", "clip", "noclip", "gspo", "cispo", "sapo"]
+OBJECTIVE_NAMES: tuple[str, ...] = get_args(ObjectiveName)
+OBJECTIVE_PARAMS: dict[str, type[_Params]] = {
+    cls.model_fields["name"].default: cls for cls in get_args(get_args(ObjectiveParams)[0])
+}
+assert tuple(OBJECTIVE_PARAMS) == OBJECTIVE_NAMES
+_OBJECTIVE_ADAPTER: TypeAdapter[Any] = TypeAdapter(ObjectiveParams)
+
+# Per objective: parameter -> default (derived from the models above; the loss functions' keyword
+# defaults are read from here too).
+OBJECTIVE_DEFAULTS: dict[str, dict[str, float | None]] = {
+    name: cls.model_validate({}).kwargs() for name, cls in OBJECTIVE_PARAMS.items()
 }
 
 
-def check_objective_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Validate an objective's parameters and return them with defaults filled in.
+def objective_params(name: str, params: dict[str, Any]) -> _Params:
+    """The typed parameters of objective ``name`` (``None`` for a parameter means its default).
 
     Raises :class:`PspoError` naming the objective or the parameter: an unknown objective, an
     unknown parameter, alpha outside [0, 1], a negative epsilon, delta <= 1, a non-positive tau.
-    ``None`` for a parameter means its default.
     """
-    if name not in OBJECTIVE_DEFAULTS:
+    if name not in OBJECTIVE_PARAMS:
         close = difflib.get_close_matches(name, OBJECTIVE_NAMES, n=2)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise PspoError(f"unknown objective '{name}'", f"{hint}known: {', '.join(OBJECTIVE_NAMES)}")
-    defaults = OBJECTIVE_DEFAULTS[name]
-    unknown = [key for key in params if key not in defaults]
+    fields = [key for key in OBJECTIVE_PARAMS[name].model_fields if key != "name"]
+    unknown = [key for key in params if key not in fields]
     if unknown:
-        takes = ", ".join(defaults) or "no parameters"
+        takes = ", ".join(fields) or "no parameters"
         raise PspoError(f"objective '{name}' has no parameter '{unknown[0]}'", f"'{name}' takes: {takes}")
-    out = dict(defaults)
-    out.update({key: value for key, value in params.items() if value is not None})
-    for key, value in out.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise PspoError(f"objective '{name}': {key} must be a finite number (got {value!r})")
-        if key == "alpha" and not 0.0 <= value <= 1.0:
-            raise PspoError(
-                f"objective '{name}': alpha must be in [0, 1] (got {value})",
-                "alpha=0 is no-clip GRPO, alpha=1 freezes the policy",
-            )
-        if key.startswith("epsilon") and value < 0:
-            raise PspoError(f"objective '{name}': {key} must be >= 0 (got {value})")
-        if key == "delta" and value <= 1.0:
-            raise PspoError(
-                f"objective '{name}': delta must be > 1 (got {value})",
-                "dual clip bounds the loss of negative-advantage tokens at delta*A; use e.g. 3",
-            )
-        if key == "max_weight" and value <= 0:
-            raise PspoError(f"objective '{name}': max_weight must be > 0 (got {value})", "5 is the default")
-        if key.startswith("tau") and value <= 0:
-            raise PspoError(f"objective '{name}': {key} must be > 0 (got {value})")
-    return out
+    given = {key: value for key, value in params.items() if value is not None}
+    return _OBJECTIVE_ADAPTER.validate_python({"name": name, **given})
+
+
+def check_objective_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Validate an objective's parameters and return them with defaults filled in (see :func:`objective_params`)."""
+    return objective_params(name, params).kwargs()
 
 
 # ---------------------------------------------------------------------------------------------------
 # The config model
 # ---------------------------------------------------------------------------------------------------
+
+# The names a config may choose from, as types (the trainer's functions take these too).
+Dtype = Literal["bfloat16", "float16", "float32"]
+Aggregation = Literal["dapo", "grpo", "dr_grpo"]
+AdvantageScale = Literal["group", "batch", "none"]
+RolloutBackend = Literal["hf", "vllm"]
+VllmMode = Literal["colocate", "server"]
+StopRule = Literal["eos", "eos+end_of_turn"]
+Schedule = Literal["constant", "linear", "cosine"]
+MetricSink = Literal["tensorboard", "wandb"]
 
 
 class _Section(BaseModel):
@@ -145,7 +226,7 @@ class ModelConfig(_Section):
     path: str = Field(
         description="Model directory, checkpoint, demo alias (smollm2-135m-instruct) or hub id."
     )
-    dtype: Literal["bfloat16", "float16", "float32"] = Field(
+    dtype: Dtype = Field(
         default="bfloat16", description="Weights/compute dtype."
     )
     device: str = Field(
@@ -193,72 +274,80 @@ class DataConfig(_Section):
     )
 
 
-class ObjectiveConfig(_Section):
-    """Which policy loss, and its parameters (see pspo_eval.train.objectives for the formulas)."""
+# Where each objective's parameters live in the flat ``objective:`` section of the YAML: pspo's and
+# clip's under their own names (they came first), the later objectives' prefixed with the objective
+# (gspo_epsilon, cispo_max_weight, sapo_tau_pos, ...).
+_UNPREFIXED = ("pspo", "clip")
 
-    name: Literal["pspo", "clip", "noclip", "gspo", "cispo", "sapo"] = "pspo"
-    alpha: float = Field(default=0.1, description="pspo: smoothing strength in [0, 1].")
-    epsilon: float = Field(
-        default=0.2, description="clip: lower clip range (and upper, unless epsilon_high is set)."
-    )
-    epsilon_high: float | None = Field(default=None, description="clip: upper clip range; null = epsilon.")
-    delta: float | None = Field(
-        default=None, description="clip: dual-clip bound (> 1) for negative advantages; null = off."
-    )
-    gspo_epsilon: float = Field(default=3e-4, description="gspo: lower clip range of the sequence ratio.")
-    gspo_epsilon_high: float = Field(
-        default=4e-4, description="gspo: upper clip range of the sequence ratio."
-    )
-    cispo_epsilon_low: float | None = Field(
-        default=None, description="cispo: IS-weight lower bound 1-x; null = none."
-    )
-    cispo_max_weight: float = Field(
-        default=5.0, description="cispo: the IS weight is truncated at this value (TRL's epsilon_high for cispo)."
-    )
-    sapo_tau_pos: float = Field(default=1.0, description="sapo: gate temperature for positive advantages.")
-    sapo_tau_neg: float = Field(default=1.05, description="sapo: gate temperature for negative advantages.")
+
+def yaml_key(objective: str, param: str) -> str:
+    """The ``objective.*`` config key of an objective's parameter (``gspo``, ``epsilon`` -> ``gspo_epsilon``)."""
+    return param if objective in _UNPREFIXED else f"{objective}_{param}"
+
+
+def _param_field(objective: str, param: str) -> Any:
+    """A config field whose default and description are the objective parameter model's."""
+    info = OBJECTIVE_PARAMS[objective].model_fields[param]
+    return Field(default=info.default, description=f"{objective}: {info.description}")
+
+
+class ObjectiveConfig(_Section):
+    """Which policy loss, and its parameters (see pspo_eval.train.objectives for the formulas).
+
+    The section stays flat, every objective's parameters side by side, as the YAML files and the
+    saved runs have it: ``--objective NAME`` then switches the loss and keeps the other values, and
+    the config hash of every existing run (which covers the whole section) is unchanged. The
+    defaults come from the per-objective models above; :meth:`selected` gives the chosen one, typed.
+    """
+
+    name: ObjectiveName = "pspo"
+    alpha: float = _param_field("pspo", "alpha")
+    epsilon: float = _param_field("clip", "epsilon")
+    epsilon_high: float | None = _param_field("clip", "epsilon_high")
+    delta: float | None = _param_field("clip", "delta")
+    gspo_epsilon: float = _param_field("gspo", "epsilon")
+    gspo_epsilon_high: float = _param_field("gspo", "epsilon_high")
+    cispo_epsilon_low: float | None = _param_field("cispo", "epsilon_low")
+    cispo_max_weight: float = _param_field("cispo", "max_weight")
+    sapo_tau_pos: float = _param_field("sapo", "tau_pos")
+    sapo_tau_neg: float = _param_field("sapo", "tau_neg")
+
+    def _values(self, objective: str) -> dict[str, Any]:
+        keys = [k for k in OBJECTIVE_PARAMS[objective].model_fields if k != "name"]
+        return {key: getattr(self, yaml_key(objective, key)) for key in keys}
+
+    def selected(self) -> _Params:
+        """The chosen objective's parameters as its own model (a member of :data:`ObjectiveParams`)."""
+        return objective_params(self.name, self._values(self.name))
 
     def params(self) -> dict[str, Any]:
         """The keyword arguments of ``objectives.policy_loss`` for the chosen objective."""
-        table: dict[str, dict[str, Any]] = {
-            "pspo": {"alpha": self.alpha},
-            "clip": {"epsilon": self.epsilon, "epsilon_high": self.epsilon_high, "delta": self.delta},
-            "noclip": {},
-            "gspo": {"epsilon": self.gspo_epsilon, "epsilon_high": self.gspo_epsilon_high},
-            "cispo": {"epsilon_low": self.cispo_epsilon_low, "max_weight": self.cispo_max_weight},
-            "sapo": {"tau_pos": self.sapo_tau_pos, "tau_neg": self.sapo_tau_neg},
-        }
-        return check_objective_params(self.name, table[self.name])
+        return self.selected().kwargs()
 
     @model_validator(mode="after")
     def _check_all(self) -> ObjectiveConfig:
         # Every parameter is checked, not just the chosen objective's: a wrong value in a file is a
         # mistake even while it is unused (and would bite as soon as the objective is switched).
-        checks: list[tuple[str, str, dict[str, Any]]] = [
-            ("alpha", "pspo", {"alpha": self.alpha}),
-            ("epsilon", "clip", {"epsilon": self.epsilon}),
-            ("epsilon_high", "clip", {"epsilon_high": self.epsilon_high}),
-            ("delta", "clip", {"delta": self.delta}),
-            ("gspo_epsilon", "gspo", {"epsilon": self.gspo_epsilon}),
-            ("gspo_epsilon_high", "gspo", {"epsilon_high": self.gspo_epsilon_high}),
-            ("cispo_epsilon_low", "cispo", {"epsilon_low": self.cispo_epsilon_low}),
-            ("cispo_max_weight", "cispo", {"max_weight": self.cispo_max_weight}),
-            ("sapo_tau_pos", "sapo", {"tau_pos": self.sapo_tau_pos}),
-            ("sapo_tau_neg", "sapo", {"tau_neg": self.sapo_tau_neg}),
-        ]
-        for field, objective, params in checks:
-            try:
-                check_objective_params(objective, params)
-            except PspoError as exc:
-                reason = exc.one_line().split(": ", 1)[-1]
-                raise ValueError(f"objective.{field}: {reason}") from None
+        for objective in OBJECTIVE_NAMES:
+            for key, value in self._values(objective).items():
+                try:
+                    _check_value(objective, key, value)
+                except PspoError as exc:
+                    reason = exc.one_line().split(": ", 1)[-1]
+                    raise ValueError(f"objective.{yaml_key(objective, key)}: {reason}") from None
         return self
+
+
+# Every parameter of every objective has its field in the flat section, and nothing else does.
+assert set(ObjectiveConfig.model_fields) - {"name"} == {
+    yaml_key(o, k) for o, cls in OBJECTIVE_PARAMS.items() for k in cls.model_fields if k != "name"
+}
 
 
 class LossConfig(_Section):
     """How per-token losses become one number, and the optional KL penalty."""
 
-    aggregation: Literal["dapo", "grpo", "dr_grpo"] = Field(
+    aggregation: Aggregation = Field(
         default="dapo",
         description="dapo: mean over all completion tokens of the optimizer batch; grpo: mean per "
         "sequence then over sequences; dr_grpo: sum / (sequences x max_new_tokens).",
@@ -269,7 +358,7 @@ class LossConfig(_Section):
 
 
 class AdvantageConfig(_Section):
-    scale: Literal["group", "batch", "none"] = Field(
+    scale: AdvantageScale = Field(
         default="group", description="Divide r - group mean by the group std, the batch std, or nothing."
     )
     eps: float = Field(default=1e-4, ge=0.0, description="Added to the std before dividing (TRL's 1e-4).")
@@ -278,7 +367,7 @@ class AdvantageConfig(_Section):
 class VllmConfig(_Section):
     """vLLM rollout options (used only with rollout.backend = vllm)."""
 
-    mode: Literal["colocate", "server"] = "colocate"
+    mode: VllmMode = "colocate"
     gpu_memory_utilization: float = Field(default=0.3, gt=0.0, le=1.0)
     tensor_parallel_size: int = Field(default=1, ge=1)
     max_model_len: int | None = Field(default=None, ge=1)
@@ -299,13 +388,13 @@ class VllmConfig(_Section):
 class RolloutConfig(_Section):
     """Sampling the group of completions for each prompt."""
 
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: RolloutBackend = "hf"
     num_generations: int = Field(default=4, description="Completions per prompt (the group size G, >= 2).")
     max_new_tokens: int = Field(default=128, ge=1)
     temperature: float = 0.8
     top_p: float = 0.9
     top_k: int | None = Field(default=None, ge=1, description="null = no top-k filtering.")
-    stop: Literal["eos", "eos+end_of_turn"] = Field(
+    stop: StopRule = Field(
         default="eos+end_of_turn",
         description="Where a completion ends: the tokenizer's and generation config's EOS ids only "
         "(what TRL does, and so the paper's runs), or also the chat template's end-of-turn token "
@@ -366,7 +455,7 @@ class OptimConfig(_Section):
     """AdamW and the learning-rate schedule (steps are optimizer steps)."""
 
     learning_rate: float = Field(default=5e-7, gt=0.0)
-    schedule: Literal["constant", "linear", "cosine"] = Field(
+    schedule: Schedule = Field(
         default="linear", description="After warmup: constant, linear decay to 0, or cosine decay to 0."
     )
     warmup_steps: int | None = Field(default=None, ge=0, description="Warmup in optimizer steps.")
@@ -444,7 +533,7 @@ class CheckpointConfig(_Section):
 class LoggingConfig(_Section):
     log_every: int = Field(default=1, ge=1, description="Log metrics every N optimizer steps.")
     log_completions: int = Field(default=0, ge=0, description="Sample completions to log per rollout.")
-    report_to: list[Literal["tensorboard", "wandb"]] = Field(
+    report_to: list[MetricSink] = Field(
         default_factory=list,
         description="Extra metric sinks besides OUT/metrics.jsonl (need the tensorboard / wandb package).",
     )

@@ -112,6 +112,29 @@ def rollout_metrics(
     return out
 
 
+def batch_rollout_metrics(batch: Any, dist: Any, group_size: int) -> dict[str, float]:
+    """:func:`rollout_metrics` of a :class:`~pspo_eval.train.rollout.RolloutBatch` over every process's completions."""
+    labels = list(batch.reward_parts)
+    gathered = dist.gather(
+        [
+            (
+                float(batch.rewards[i]),
+                [float(batch.reward_parts[k][i]) for k in labels],
+                int(batch.completion_mask[i].sum()),
+                bool(batch.truncated[i]),
+            )
+            for i in range(len(batch))
+        ]
+    )
+    return rollout_metrics(
+        [g[0] for g in gathered],
+        {k: [g[1][j] for g in gathered] for j, k in enumerate(labels)},
+        [g[2] for g in gathered],
+        [g[3] for g in gathered],
+        group_size,
+    )
+
+
 def peak_memory(device: Any = None) -> dict[str, float]:
     """Peak resident memory of this process in MiB; on a CUDA device also its peak allocations."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

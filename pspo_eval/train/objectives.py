@@ -31,7 +31,19 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pspo_eval.train.config import OBJECTIVE_DEFAULTS, OBJECTIVE_NAMES, check_objective_params
+from pspo_eval.train.config import (
+    OBJECTIVE_DEFAULTS,
+    OBJECTIVE_NAMES,
+    CispoParams,
+    ClipParams,
+    GspoParams,
+    PspoParams,
+    SapoParams,
+    check_objective_params,
+)
+
+# The keyword defaults below are the parameter models' (pspo_eval.train.config), not written again.
+_PSPO, _CLIP, _GSPO, _CISPO, _SAPO = PspoParams(), ClipParams(), GspoParams(), CispoParams(), SapoParams()
 
 __all__ = [
     "OBJECTIVES",
@@ -63,7 +75,7 @@ def _col(advantages: Tensor) -> Tensor:
 
 
 def pspo_loss(
-    logp: Tensor, old_logp: Tensor, advantages: Tensor, *, alpha: float = 0.1, mask: Tensor | None = None
+    logp: Tensor, old_logp: Tensor, advantages: Tensor, *, alpha: float = _PSPO.alpha, mask: Tensor | None = None
 ) -> Tensor:
     """GR-PSPO (Dwyer et al. 2025, arXiv 2509.21282): smooth the policy toward π_old, then no clip.
 
@@ -83,9 +95,9 @@ def clip_loss(
     old_logp: Tensor,
     advantages: Tensor,
     *,
-    epsilon: float = 0.2,
-    epsilon_high: float | None = None,
-    delta: float | None = None,
+    epsilon: float = _CLIP.epsilon,
+    epsilon_high: float | None = _CLIP.epsilon_high,
+    delta: float | None = _CLIP.delta,
     mask: Tensor | None = None,
 ) -> Tensor:
     """PPO/GRPO ratio clipping (Schulman et al. 2017), with optional asymmetric range and dual clip.
@@ -133,8 +145,8 @@ def gspo_loss(
     old_logp: Tensor,
     advantages: Tensor,
     *,
-    epsilon: float = 3e-4,
-    epsilon_high: float = 4e-4,
+    epsilon: float = _GSPO.epsilon,
+    epsilon_high: float = _GSPO.epsilon_high,
     mask: Tensor | None = None,
 ) -> Tensor:
     """GSPO (Zheng et al. 2025, arXiv 2507.18071): clip a length-normalised *sequence* ratio.
@@ -170,8 +182,8 @@ def cispo_loss(
     old_logp: Tensor,
     advantages: Tensor,
     *,
-    epsilon_low: float | None = None,
-    max_weight: float = 5.0,
+    epsilon_low: float | None = _CISPO.epsilon_low,
+    max_weight: float = _CISPO.max_weight,
     mask: Tensor | None = None,
 ) -> Tensor:
     """CISPO (MiniMax-M1, arXiv 2506.13585): clip the importance weight, not the update; keep every token.
@@ -200,8 +212,8 @@ def sapo_loss(
     old_logp: Tensor,
     advantages: Tensor,
     *,
-    tau_pos: float = 1.0,
-    tau_neg: float = 1.05,
+    tau_pos: float = _SAPO.tau_pos,
+    tau_neg: float = _SAPO.tau_neg,
     mask: Tensor | None = None,
 ) -> Tensor:
     """SAPO (Gao et al. 2025, "Soft Adaptive Policy Optimization", arXiv 2511.20347): a soft gate.

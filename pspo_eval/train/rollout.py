@@ -34,13 +34,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from pspo_eval.errors import PspoError
+from pspo_eval.generation.padding import pad_left, pad_right
+from pspo_eval.generation.prompts import encode_prompt  # noqa: F401  (re-exported: it lived here)
 from pspo_eval.train.advantages import AdvantageStats, group_advantages, pooled_std
+from pspo_eval.train.config import AdvantageScale, Dtype, VllmConfig
 
 # ---------------------------------------------------------------------------------------------------
 # Seeds, prompt order, prompt text
@@ -84,18 +87,6 @@ class PromptSchedule:
 
     def epoch_of(self, rollout_index: int) -> float:
         return rollout_index / self.per_epoch
-
-
-def encode_prompt(question: str, tokenizer, system_prompt: str | None) -> list[int]:
-    """Token ids of one prompt: the chat template when the tokenizer has one, else the plain format."""
-    if getattr(tokenizer, "chat_template", None):
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-            {"role": "user", "content": question}
-        ]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    head = f"{system_prompt.strip()}\n\n" if system_prompt else ""
-    return list(tokenizer(f"{head}Question: {question}\nAnswer:", add_special_tokens=True)["input_ids"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -151,7 +142,7 @@ class HFGenerator:
         self.syncs = 0
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> Literal["fast", "generate"]:
         return "fast" if self.decoder is not None else "generate"
 
     def sync(self, version: int) -> None:
@@ -198,13 +189,9 @@ class HFGenerator:
 
     def _generate_plain(self, prompts, seeds, temperature, top_p, max_new) -> list[Sampled]:
         """``model.generate`` with left padding; sampling is seeded per batch (by its first seed)."""
-        width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, p in enumerate(prompts):
-            ids[r, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
-            mask[r, width - len(p) :] = 1
+        ids, mask = pad_left(prompts, pad)
+        width = ids.shape[1]
         kwargs: dict[str, Any] = dict(max_new_tokens=max_new, eos_token_id=self.stop_ids, pad_token_id=pad)
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=self.top_k or 0)
@@ -306,9 +293,9 @@ class VLLMGenerator:
     def __init__(
         self,
         model_path: str,
-        vcfg,
+        vcfg: VllmConfig,
         *,
-        dtype: str,
+        dtype: Dtype,
         seed: int,
         max_model_len: int,
         stop_ids: Sequence[int],
@@ -520,28 +507,6 @@ class RolloutBatch:
         )
 
 
-def pad_left(rows: Sequence[Sequence[int]], pad: int) -> tuple[Tensor, Tensor]:
-    width = max(1, max(len(r) for r in rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
-            mask[i, width - len(r) :] = 1
-    return ids, mask
-
-
-def pad_right(rows: Sequence[Sequence[int]], pad: int) -> tuple[Tensor, Tensor]:
-    width = max(1, max(len(r) for r in rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
-            mask[i, : len(r)] = 1
-    return ids, mask
-
-
 def make_rollout(
     *,
     rollout_index: int,
@@ -555,7 +520,7 @@ def make_rollout(
     temperature: float,
     top_p: float,
     max_new_tokens: int,
-    scale: str,
+    scale: AdvantageScale,
     eps: float,
     pad_id: int,
     device: torch.device,
