@@ -257,3 +257,19 @@ def test_expected_scores_ignore_tokens_after_the_text():
     top = [{'{"': 0.0}, {"q": 0.0}, {'":': 0.0}, {" ": 0.0}, {"4": math.log(0.5), "5": math.log(0.5)}, {"}": 0.0},
            {"<|im_end|>": 0.0, "<|endoftext|>": -3.0}]
     assert ag.expected_scores(content, top, {"q": (1, 5)}) == {"q": pytest.approx(4.5)}
+
+
+def test_expected_scores_follow_the_sampled_tokens_that_structured_output_forces():
+    """Under json_schema the grammar forces tokens the unconstrained top-K does not list (vLLM 0.32,
+    demo model: "rat" of "rationale" was outside its top 20, and every expected score was lost)."""
+    sampled = ['{"', "rat", "ionale", '":"', "ok", '","', "q", '":', "4", "}", "<|im_end|>"]
+    content = "".join(sampled[:-1])
+    top = [{t: -0.1, "x": -3.0} for t in sampled]
+    top[1] = {"i": -0.5, "ion": -1.0}  # the forced token is not among the alternatives
+    top[8] = {"4": math.log(0.25), "2": math.log(0.75), " ": -4.0}
+    assert ag.expected_scores(content, top, {"q": (1, 5)}) is None  # the alternatives alone cannot align
+    assert ag.expected_scores(content, top, {"q": (1, 5)}, sampled) == {"q": pytest.approx(2.5)}
+    # sampled tokens that do not spell the reply (a byte-level piece) fall back to the alternatives
+    assert ag.expected_scores(content, top, {"q": (1, 5)}, ["bytes:\\xe2"] + sampled[1:]) is None
+    top[1] = {"rat": -0.7}
+    assert ag.expected_scores(content, top, {"q": (1, 5)}, ["bytes:\\xe2"] + sampled[1:]) == {"q": pytest.approx(2.5)}

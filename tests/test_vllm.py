@@ -188,7 +188,9 @@ def test_vllm_judge_probes_json_schema_and_scores_absolute_and_pairwise(judge_se
     run = two_model_run(tmp_path / "run", n=4)
     spec = f"{judge_server.base_url}::{judge_server.model_path}"
     t0 = time.perf_counter()
-    absolute = judge_run(run, [spec], "math_response_quality", max_tokens=400, concurrency=8, timeout=600)
+    # ?logprobs=20: G-Eval expected scores from the server's top-20 log-probabilities (absolute only)
+    absolute = judge_run(run, [spec + "?logprobs=20"], "math_response_quality", max_tokens=400, concurrency=8,
+                         timeout=600)
     pairwise = judge_run(run, [spec], "math_pairwise", max_tokens=400, concurrency=8, timeout=600,
                          pairwise_baseline="grpo")
     seconds = time.perf_counter() - t0
@@ -205,6 +207,12 @@ def test_vllm_judge_probes_json_schema_and_scores_absolute_and_pairwise(judge_se
           f"(absolute {sum(r['outcome'] == 'ok' for r in abs_recs)}/8, pairwise "
           f"{sum(r['outcome'] == 'ok' for r in pair_recs)}/4) in {seconds:.1f}s")
     assert ok >= 0.8 * len(records)  # the goal is 90%; one unlucky verdict of 12 must not fail CI
+    # expected scores next to the sampled ones on every ok absolute verdict, inside the 1-5 scale
+    ok_abs = [r for r in abs_recs if r["outcome"] == "ok"]
+    assert ok_abs and all(isinstance(r["expected_scores"], dict) and r["expected_scores"] for r in ok_abs)
+    for r in ok_abs:
+        assert set(r["expected_scores"]) <= set(r["scores"])
+        assert all(1.0 <= v <= 5.0 for v in r["expected_scores"].values()), r["expected_scores"]
 
 
 # -- the trainer: colocated engine, weights pushed after every step (changes the engine: keep last) ---

@@ -237,15 +237,33 @@ def expected_value(alternatives: dict[str, float], low: int, high: int) -> float
     return sum(s * p for s, p in mass.items()) / total
 
 
-def _token_offsets(content: str, top_logprobs: Sequence[dict[str, float]]) -> list[tuple[int, str]] | None:
+def _token_offsets(content: str, top_logprobs: Sequence[dict[str, float]],
+                   sampled: Sequence[str] | None = None) -> list[tuple[int, str]] | None:
     """(offset in ``content``, sampled token) of each generated token, or None if they do not line up.
 
-    The endpoint gives only the alternatives at each position; the sampled token is the alternative
-    that continues ``content`` (the most probable one when several do).
+    ``sampled`` are the tokens the endpoint says it generated (the SDK's ``logprobs.content[i].token``):
+    they are used when they spell ``content``. Under structured output (``json_schema``) the grammar
+    forces tokens that are often not among the top-K alternatives of the unconstrained
+    distribution (vLLM 0.32 on the demo model: "rat" of "rationale" was outside its top 20), so only
+    the sampled tokens locate every score. Without them, the sampled token is the alternative that
+    continues ``content`` (the most probable one when several do).
     """
+    if sampled is not None and len(sampled) == len(top_logprobs):
+        tokens, at = [], 0
+        for token in sampled:
+            if at >= len(content):  # tokens past the text: vLLM lists the end-of-turn token (<|im_end|>) too
+                break
+            if not content.startswith(token, at):
+                break  # a byte-level piece or a renamed token: fall back to the alternatives
+            tokens.append((at, token))
+            at += len(token)
+        else:
+            return tokens
+        if at >= len(content):
+            return tokens
     tokens, at = [], 0
     for alternatives in top_logprobs:
-        if at >= len(content):  # tokens past the text: vLLM lists the end-of-turn token (<|im_end|>) too
+        if at >= len(content):
             break
         fitting = [(lp, tok) for tok, lp in alternatives.items() if tok and content.startswith(tok, at)]
         if not fitting:
@@ -257,19 +275,20 @@ def _token_offsets(content: str, top_logprobs: Sequence[dict[str, float]]) -> li
 
 
 def expected_scores(content: str | None, top_logprobs: Sequence[dict[str, float]] | None,
-                    scale: dict[str, tuple[int, int]]) -> dict[str, float] | None:
+                    scale: dict[str, tuple[int, int]],
+                    sampled: Sequence[str] | None = None) -> dict[str, float] | None:
     """Per criterion, the expected score at the token where the reply writes that criterion's score.
 
     ``content`` is the judge's reply (JSON with ``"criterion": 4``), ``top_logprobs`` the top-K
     alternatives of each generated token (``ChatReply.top_logprobs``), ``scale`` criterion -> (low,
-    high). A criterion is left out when its score cannot be located, or when the token there does
-    not spell the whole number (a "10" split into "1" and "0": the alternatives of "1" are not a
+    high), ``sampled`` the generated tokens when the endpoint names them. A criterion is left out
+    when its score cannot be located, or when the token there does not spell the whole number (a "10" split into "1" and "0": the alternatives of "1" are not a
     distribution over the scale). None when no criterion is left (or the endpoint gave no
     log-probabilities).
     """
     if not content or not top_logprobs:
         return None
-    tokens = _token_offsets(content, top_logprobs)
+    tokens = _token_offsets(content, top_logprobs, sampled)
     if tokens is None:
         return None
     out: dict[str, float] = {}
