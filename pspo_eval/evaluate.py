@@ -324,7 +324,7 @@ def run_evaluate(
     """Generate and grade every missing sample, then write ``results.json``; returns the results."""
     from pspo_eval.console import log, progress
     from pspo_eval.data import dataset_checksum
-    from pspo_eval.generation.base import make_backend
+    from pspo_eval.generation.registry import make_backend
     from pspo_eval.grading import grade
     from pspo_eval.metrics import compute_results
 

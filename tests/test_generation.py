@@ -188,7 +188,7 @@ def test_vllm_backend_missing_is_one_line_error():
     import importlib.util
 
     from pspo_eval.errors import PspoError
-    from pspo_eval.generation.base import make_backend
+    from pspo_eval.generation.registry import make_backend
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")

@@ -65,7 +65,7 @@ def _evaluate(out: Path, *extra: str) -> None:
 def backend():
     """The module's engine, started the way ``evaluate --backend vllm --dtype fp32`` starts it."""
     from pspo_eval.evaluate import BackendConfig
-    from pspo_eval.generation.base import make_backend
+    from pspo_eval.generation.registry import make_backend
 
     t0 = time.perf_counter()
     b = make_backend("vllm", DEMO, **BackendConfig(name="vllm", dtype="fp32").options())

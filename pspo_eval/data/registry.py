@@ -110,7 +110,15 @@ REGISTRY: dict[str, DatasetSpec] = {
 #: What ``--datasets all`` means: the four evaluation benchmarks of the paper (not the train set).
 EVAL_DATASETS: tuple[str, ...] = ("gsm8k", "svamp", "asdiv", "math500")
 
-_ALIASES = {"gsm8k_test": "gsm8k", "math-500": "math500", "math_500": "math500", "gsm8k-train": "gsm8k_train"}
+#: Other spellings of the registry names (lower-case), for the CLI and for grading: the one table.
+DATASET_ALIASES = {
+    "gsm8k_test": "gsm8k",
+    "gsm8k-train": "gsm8k_train",
+    "gsm8ktrain": "gsm8k_train",
+    "math": "math500",
+    "math_500": "math500",
+    "math-500": "math500",
+}
 
 SOURCES = ("local", "hub")
 
@@ -127,7 +135,7 @@ def known_names() -> str:
 def canonical_name(name: str) -> str | None:
     """The registry name for ``name`` (case and a few spellings forgiven), or None."""
     key = name.strip().lower()
-    key = _ALIASES.get(key, key)
+    key = DATASET_ALIASES.get(key, key)
     return key if key in REGISTRY else None
 
 

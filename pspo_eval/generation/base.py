@@ -6,8 +6,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pspo_eval.errors import PspoError
-
 
 @dataclass
 class GenRequest:
@@ -50,23 +48,3 @@ class Backend(Protocol):
 
     def close(self) -> None:
         ...
-
-
-BACKENDS = ("hf", "vllm", "openai")
-
-
-def make_backend(name: str, model_ref: str, **options) -> Backend:
-    """Instantiate a backend by name (its heavy imports happen here, lazily)."""
-    if name == "hf":
-        from pspo_eval.generation.hf import HFBackend
-
-        return HFBackend(model_ref, **options)
-    if name == "vllm":
-        from pspo_eval.generation.vllm_backend import VLLMBackend
-
-        return VLLMBackend(model_ref, **options)
-    if name == "openai":
-        from pspo_eval.generation.openai_backend import OpenAIBackend
-
-        return OpenAIBackend(model_ref, **options)
-    raise PspoError(f"unknown backend '{name}'", f"use one of: {', '.join(BACKENDS)}")

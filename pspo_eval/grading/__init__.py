@@ -8,7 +8,8 @@
 Importing this package is cheap: math-verify/sympy load only inside the symbolic worker processes.
 """
 
-from pspo_eval.grading.grader import GoldAnswer, extract_answer, grade, grade_many, parse_gold
+from pspo_eval.grading.gold import GoldAnswer, parse_gold
+from pspo_eval.grading.grader import extract_answer, grade, grade_many
 from pspo_eval.grading.policy import POLICIES, GradingPolicy, canonical_name, kind_of, policy_for
 from pspo_eval.grading.reward import (
     REWARD_FUNCTIONS,

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
+from pspo_eval.data.registry import DATASET_ALIASES
+from pspo_eval.grading.gold import parse_gold
+
 Kind = Literal["numeric", "symbolic"]
 
 
@@ -45,21 +48,11 @@ POLICIES: dict[str, GradingPolicy] = {
     ),
 }
 
-_ALIASES = {
-    "gsm8k_test": "gsm8k",
-    "gsm8ktrain": "gsm8k_train",
-    "math": "math500",
-    "math_500": "math500",
-    "math-500": "math500",
-}
-
-
 @lru_cache(maxsize=1024)
 def canonical_name(dataset: str) -> str:
     """The registry spelling of a dataset name ('MATH-500' -> 'math500'), or the name lower-cased."""
     name = dataset.strip().lower()
-    name = _ALIASES.get(name, name)
-    return _ALIASES.get(name.replace("-", "_"), name.replace("-", "_"))
+    return DATASET_ALIASES.get(name) or DATASET_ALIASES.get(name.replace("-", "_"), name.replace("-", "_"))
 
 
 def policy_for(dataset: str, gold: str | None = None) -> GradingPolicy:
@@ -68,8 +61,6 @@ def policy_for(dataset: str, gold: str | None = None) -> GradingPolicy:
     policy = POLICIES.get(name)
     if policy is not None:
         return policy
-    from pspo_eval.grading.grader import parse_gold
-
     numeric = gold is not None and parse_gold(gold).kind in ("number", "list")
     kind: Kind = "numeric" if numeric else "symbolic"
     return GradingPolicy(
