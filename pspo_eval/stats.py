@@ -528,6 +528,30 @@ def _is_missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _alpha_delta2(level: str, categories: list, marginals: np.ndarray) -> np.ndarray:
+    """Krippendorff's squared difference delta2_ck between the observed categories, by level."""
+    size = len(categories)
+    if level == "nominal":
+        return 1.0 - np.eye(size)
+    if level == "ordinal":
+        cumulative = np.concatenate([[0.0], np.cumsum(marginals)])
+        lo = np.minimum.outer(np.arange(size), np.arange(size))
+        hi = np.maximum.outer(np.arange(size), np.arange(size))
+        between = cumulative[hi + 1] - cumulative[lo]  # sum of n_g for g from c to k inclusive
+        return (between - (marginals[:, None] + marginals[None, :]) / 2.0) ** 2
+    try:
+        numbers = np.array([float(value) for value in categories])
+    except (TypeError, ValueError) as exc:
+        raise StatsInputError(f"{level} alpha needs numeric ratings") from exc
+    difference = numbers[:, None] - numbers[None, :]
+    if level == "interval":
+        return difference**2
+    _check(bool(np.all(numbers >= 0)), "ratio alpha needs non-negative ratings")
+    summed = numbers[:, None] + numbers[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(summed > 0, (difference / np.where(summed > 0, summed, 1.0)) ** 2, 0.0)
+
+
 def krippendorff_alpha(
     reliability_data: Sequence[Sequence[Hashable | None]],
     level: Literal["nominal", "ordinal", "interval", "ratio"] = "nominal",
@@ -583,27 +607,7 @@ def krippendorff_alpha(
     marginals = coincidence.sum(axis=1)
     total = marginals.sum()
 
-    if level == "nominal":
-        delta2 = 1.0 - np.eye(size)
-    elif level == "ordinal":
-        cumulative = np.concatenate([[0.0], np.cumsum(marginals)])
-        lo = np.minimum.outer(np.arange(size), np.arange(size))
-        hi = np.maximum.outer(np.arange(size), np.arange(size))
-        between = cumulative[hi + 1] - cumulative[lo]  # sum of n_g for g from c to k inclusive
-        delta2 = (between - (marginals[:, None] + marginals[None, :]) / 2.0) ** 2
-    else:
-        try:
-            numbers = np.array([float(value) for value in categories])  # type: ignore[arg-type]
-        except (TypeError, ValueError) as exc:
-            raise StatsInputError(f"{level} alpha needs numeric ratings") from exc
-        difference = numbers[:, None] - numbers[None, :]
-        if level == "interval":
-            delta2 = difference**2
-        else:
-            _check(bool(np.all(numbers >= 0)), "ratio alpha needs non-negative ratings")
-            summed = numbers[:, None] + numbers[None, :]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                delta2 = np.where(summed > 0, (difference / np.where(summed > 0, summed, 1.0)) ** 2, 0.0)
+    delta2 = _alpha_delta2(level, categories, marginals)
     np.fill_diagonal(delta2, 0.0)
 
     expected = float((np.outer(marginals, marginals) * delta2).sum())
