@@ -65,8 +65,14 @@ def _io_error(exc: OSError, path: Path, action: str) -> PspoError:
     return PspoError(f"I/O error while {action} {path}: {exc.strerror}", "check the disk and rerun the same command")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a whole file atomically (temp file in the same directory, fsync, rename)."""
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = 0o644) -> None:
+    """Write a whole file atomically: a temp file in the same directory, fsync, rename.
+
+    The one place the project writes a file that must never be seen half-written (manifests,
+    results.json, reports, graded outputs). ``mode`` is the file's permission bits; ``None`` means
+    what a plain ``open()`` would give (0o666 less the umask). Either way the file ends up readable
+    by others: mkstemp creates it 0600, and run files and reports are meant to be shared.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,9 +80,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     except OSError as exc:
         raise _io_error(exc, path, "writing") from exc
     try:
-        os.fchmod(fd, 0o644)  # mkstemp creates 0600; run files are meant to be shared and read
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        os.fchmod(fd, _umasked(0o666) if mode is None else mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -86,6 +92,17 @@ def atomic_write_text(path: Path, text: str) -> None:
         except OSError:
             pass
         raise _io_error(exc, path, "writing") from exc
+
+
+def _umasked(bits: int) -> int:
+    umask = os.umask(0)  # the only way to read the umask is to set it; put it straight back
+    os.umask(umask)
+    return bits & ~umask
+
+
+def atomic_write_text(path: Path, text: str, *, mode: int | None = 0o644) -> None:
+    """:func:`atomic_write_bytes` of UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -286,33 +286,13 @@ def _previous_files(out: Path) -> set[str]:
 
 
 def _write(path: Path, content: str | bytes) -> None:
-    """Write one output file atomically (temp file, fsync, rename), readable by all like any other file.
+    """Write one output file atomically, readable by all like any other file the user creates.
 
-    (A plain temp file is created private, 0600; a report is meant to be shared, served or committed.)
+    (A report is meant to be shared, served or committed: the umask decides, as for a plain open().)
     """
-    import tempfile
+    from pspo_eval.store import atomic_write_bytes
 
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise PspoError(f"cannot write {path}: {exc.strerror}", "choose another --out") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise PspoError(f"cannot write {path}: {exc.strerror}", "choose another --out") from exc
+    atomic_write_bytes(path, content.encode("utf-8") if isinstance(content, str) else content, mode=None)
 
 
 def make_report(runs: Sequence[str | Path], out: str | Path, **options: Any) -> ReportResult:
