@@ -8,8 +8,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pspo_eval.errors import PspoError
 from pspo_eval.cli import grade as grading_cli
+from pspo_eval.errors import PspoError
 
 runner = CliRunner()
 
