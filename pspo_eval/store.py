@@ -34,12 +34,14 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from pspo_eval.console import warn
 from pspo_eval.errors import PspoError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -158,23 +160,29 @@ class Shard:
             warn(f"{self.path}: removed a partial last record ({removed} bytes) left by an interrupted run")
         return removed
 
-    def iter_dicts(self) -> Iterator[dict]:
-        """Records in file order, first occurrence of each key only; unparsable lines are reported."""
-        self.repair()
+    def iter_dicts(self, *, readonly: bool = False) -> Iterator[dict]:
+        """Records in file order, first occurrence of each key only; unparsable lines are reported.
+
+        ``readonly`` is for readers of a run another process may be writing (the report): a partial
+        last line (a write in flight, or a crash) is skipped instead of truncated as the writer does.
+        """
+        if not readonly:
+            self.repair()
         if not self.path.exists():
             return
+        hint = ("delete that line and rerun the command that wrote it" if readonly
+                else "delete that line (or the file) and rerun the same command to redo it")
         seen: set[str] = set()
         with open(self.path, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
+                if readonly and not line.endswith("\n"):
+                    break  # a partial record at the end: not (yet) a record
                 if not line.strip():
                     continue
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise PspoError(
-                        f"{self.path}:{lineno}: corrupt record ({exc.msg})",
-                        "delete that line (or the file) and rerun the same command to redo it",
-                    ) from exc
+                    raise PspoError(f"{self.path}:{lineno}: corrupt record ({exc.msg})", hint) from exc
                 key = obj.get(self.key_field)
                 if key is not None:
                     if key in seen:
@@ -182,8 +190,28 @@ class Shard:
                     seen.add(key)
                 yield obj
 
-    def read(self) -> list[dict]:
-        return list(self.iter_dicts())
+    def iter_records(self, model: type[M], *, readonly: bool = False) -> Iterator[M]:
+        """The records of :meth:`iter_dicts`, each validated as ``model`` (a record that is not one is an error)."""
+        for obj in self.iter_dicts(readonly=readonly):
+            try:
+                yield model.model_validate(obj)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first.get("loc", ())) or "record"
+                raise PspoError(
+                    f"{self.path}: record {obj.get(self.key_field)!r} is not a {model.__name__} ({where}: {first['msg']})",
+                    "delete that line and rerun the command that wrote it",
+                ) from None
+
+    @overload
+    def read(self) -> list[dict]: ...
+
+    @overload
+    def read(self, model: type[M]) -> list[M]: ...
+
+    def read(self, model: type[M] | None = None) -> list[dict] | list[M]:
+        """Every record: dicts, or validated as ``model`` when one is given."""
+        return list(self.iter_dicts()) if model is None else list(self.iter_records(model))
 
     def keys(self) -> set[str]:
         return {obj[self.key_field] for obj in self.iter_dicts() if self.key_field in obj}
@@ -301,3 +329,8 @@ class RunStore:
         if not base.exists():
             return []
         return [Shard(p) for p in sorted(base.rglob("*.jsonl"))]
+
+    def read_records(self, subdir: str, model: type[M], *, readonly: bool = False) -> Iterator[M]:
+        """Every record of every shard under ``subdir`` (in path order), validated as ``model``."""
+        for shard in self.shards(subdir):
+            yield from shard.iter_records(model, readonly=readonly)
