@@ -87,8 +87,8 @@ def from_run(run_dir: str | Path, models: list[str] | None = None) -> Baseline:
             if group is None:
                 continue
             recs = group.greedy()
-            entry.datasets[d] = DatasetBaseline(group.setting, recs[0].get("max_new_tokens") if recs else None,
-                                                {r["problem_id"]: bool(r["correct"]) for r in recs})
+            entry.datasets[d] = DatasetBaseline(group.setting, recs[0].max_new_tokens if recs else None,
+                                                {r.problem_id: r.correct for r in recs})
         if entry.datasets:
             out[m.label] = entry
     if not out:
