@@ -39,10 +39,43 @@ def _clean(value: Any) -> Any:
 
 
 def judge_section(coll: Collection, *, n_boot: int = 2000, bt_boot: int = 500, seed: int = 0) -> JudgeSection | None:
-    """All judge tables for the runs that hold judgments, or None when none does."""
+    """All judge tables for the runs that hold judgments, or None when none does (one function per table)."""
+    from pspo_eval.judge.aggregate import aggregate
+
+    frame = _judgments(coll)
+    if frame is None:
+        return None
+    agg = aggregate(frame, n_boot=n_boot, bt_boot=bt_boot, seed=seed)
+    section = JudgeSection(frames=agg.tables())
+    model_order = [m.name for m in coll.models]
+
+    def models_of(df) -> list[str]:
+        present = list(dict.fromkeys(df["model"]))
+        return [m for m in model_order if m in present] + [m for m in present if m not in model_order]
+
+    for column in ("rubric_version", "rubric_hash", "structured"):  # judgments written before these fields
+        if column not in frame.columns:
+            frame[column] = None
+    section.judges = _judge_provenance(frame)
+    section.scales = _scales(frame)
+    for table in (_outcomes_table(agg), _scores_table(agg, models_of, section.scores), _flags_table(agg, models_of)):
+        if table is not None:
+            section.tables.append(table)
+    # Pairwise, Bradley–Terry, length, panels.
+    section.tables += _pairwise_tables(agg)
+    section.tables += _panel_tables(agg)
+    # Agreement between judges, of each judge with itself, with the gold judge; contradictions.
+    section.tables += _agreement_tables(agg)
+    section.tables += _gold_tables(coll, frame, n_boot=n_boot, seed=seed)
+    section.tables += _contradiction_tables(agg)
+    return section
+
+
+def _judgments(coll: Collection) -> Any:
+    """Every run's judgments in one frame, model labels mapped to the report's display names; None if none."""
     import pandas as pd
 
-    from pspo_eval.judge.aggregate import aggregate, load_judgments
+    from pspo_eval.judge.aggregate import load_judgments
 
     frames = []
     for index, run in enumerate(coll.runs):
@@ -59,110 +92,108 @@ def judge_section(coll: Collection, *, n_boot: int = 2000, bt_boot: int = 500, s
         frames.append(frame)
     if not frames:
         return None
-    frame = pd.concat(frames, ignore_index=True)
-    agg = aggregate(frame, n_boot=n_boot, bt_boot=bt_boot, seed=seed)
-    section = JudgeSection(frames=agg.tables())
-    model_order = [m.name for m in coll.models]
+    return pd.concat(frames, ignore_index=True)
 
-    def models_of(df) -> list[str]:
-        present = list(dict.fromkeys(df["model"]))
-        return [m for m in model_order if m in present] + [m for m in present if m not in model_order]
 
-    # Provenance: every (judge, rubric, version, hash) seen.
-    for column in ("rubric_version", "rubric_hash", "structured"):
-        if column not in frame.columns:
-            frame[column] = None
+def _judge_provenance(frame: Any) -> list[dict[str, Any]]:
+    """Every (judge, rubric, version, hash) seen, with its item count and structured-output modes."""
+    judges = []
     keys = frame[["judge", "rubric", "rubric_version", "rubric_hash"]].astype(str)
     for (judge, rubric, version, rhash), group in frame.groupby([keys[c] for c in keys.columns], sort=True):
-        section.judges.append({"judge": judge, "rubric": rubric, "rubric_version": version, "rubric_hash": rhash,
-                               "items": int(len(group)),
-                               "structured": sorted({s for s in group["structured"] if isinstance(s, str)})})
+        judges.append({"judge": judge, "rubric": rubric, "rubric_version": version, "rubric_hash": rhash,
+                       "items": int(len(group)),
+                       "structured": sorted({s for s in group["structured"] if isinstance(s, str)})})
+    return judges
 
+
+def _scales(frame: Any) -> dict[tuple[str, str], tuple[int, int]]:
+    """The score range of each (judge, rubric), from the first judgment that states one."""
+    scales = {}
     for (judge, rubric), group in frame.groupby(["judge", "rubric"], sort=True):
         for scale in group["scale"]:
             if isinstance(scale, dict) and scale:
-                section.scales[(judge, rubric)] = (min(v[0] for v in scale.values()), max(v[1] for v in scale.values()))
+                scales[(judge, rubric)] = (min(v[0] for v in scale.values()), max(v[1] for v in scale.values()))
                 break
+    return scales
 
-    # Outcomes: every typed failure counted.
+
+def _outcomes_table(agg: Any) -> Table | None:
+    """Every typed failure counted."""
     outcomes = agg.outcomes
-    if not outcomes.empty:
-        rows, records = [], []
-        for _, r in outcomes.iterrows():
-            failures = sum(int(r[f]) for f in FAILURES)
-            rows.append([Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["model"])), Cell(str(int(r["n"]))),
-                         Cell(str(int(r["ok"])))] + [Cell(str(int(r[f])) if int(r[f]) else "0") for f in FAILURES]
-                        + [Cell(str(failures), bold=failures > 0)])
-            records.append({k: _clean(v) for k, v in r.items()} | {"failures": failures})
-        section.tables.append(Table(
-            "judge_outcomes", "Judge outcomes (typed failures)",
-            ["Judge", "Rubric", "Model", "Items", "ok", "parse error", "refusal", "truncated", "API error", "Failures"],
-            rows, "Every judged item ends in exactly one outcome; only ok items are scored.",
-            align=["l", "l", "l"] + ["r"] * 7, records=records))
+    if outcomes.empty:
+        return None
+    rows, records = [], []
+    for _, r in outcomes.iterrows():
+        failures = sum(int(r[f]) for f in FAILURES)
+        rows.append([Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["model"])), Cell(str(int(r["n"]))),
+                     Cell(str(int(r["ok"])))] + [Cell(str(int(r[f])) if int(r[f]) else "0") for f in FAILURES]
+                    + [Cell(str(failures), bold=failures > 0)])
+        records.append({k: _clean(v) for k, v in r.items()} | {"failures": failures})
+    return Table(
+        "judge_outcomes", "Judge outcomes (typed failures)",
+        ["Judge", "Rubric", "Model", "Items", "ok", "parse error", "refusal", "truncated", "API error", "Failures"],
+        rows, "Every judged item ends in exactly one outcome; only ok items are scored.",
+        align=["l", "l", "l"] + ["r"] * 7, records=records)
 
-    # Criterion × model means.
+
+def _scores_table(agg: Any, models_of: Any, plotted: list[dict[str, Any]]) -> Table | None:
+    """Criterion × model means; appends what the score plot shows to ``plotted``."""
     scores = agg.scores
-    if not scores.empty:
-        models = models_of(scores)
-        rows, groups, records = [], {}, []
-        for (judge, rubric), block in scores.groupby(["judge", "rubric"], sort=True):
-            groups[len(rows)] = f"{judge} · {rubric}"
-            for criterion in list(dict.fromkeys(block["criterion"])):
-                row = [Cell(str(criterion).replace("_", " "))]
-                sub = block[block["criterion"] == criterion]
-                best = sub["mean"].max()
-                for model in models:
-                    hit = sub[sub["model"] == model]
-                    if hit.empty:
-                        row.append(Cell(DASH))
-                        continue
-                    h = hit.iloc[0]
-                    row.append(Cell(num(h["mean"]), f"{h['ci_low']:.2f}–{h['ci_high']:.2f}",
-                                    bold=len(models) > 1 and h["mean"] == best, title=f"n={int(h['n'])} items"))
-                    section.scores.append({"judge": judge, "rubric": rubric, "criterion": criterion, "model": model,
-                                           "mean": float(h["mean"]), "ci_low": float(h["ci_low"]),
-                                           "ci_high": float(h["ci_high"]), "n": int(h["n"])})
-                rows.append(row)
-            records += [{k: _clean(v) for k, v in r.items()} for _, r in block.iterrows()]
-        section.tables.append(Table(
-            "judge_scores", "Judge scores: criterion × model", ["Criterion"] + models, rows,
-            "Mean score over judged items (repeats averaged per item first) with a percentile-bootstrap 95% CI "
-            "over items; best per criterion in bold.", groups=groups, records=records))
+    if scores.empty:
+        return None
+    models = models_of(scores)
+    rows, groups, records = [], {}, []
+    for (judge, rubric), block in scores.groupby(["judge", "rubric"], sort=True):
+        groups[len(rows)] = f"{judge} · {rubric}"
+        for criterion in list(dict.fromkeys(block["criterion"])):
+            row = [Cell(str(criterion).replace("_", " "))]
+            sub = block[block["criterion"] == criterion]
+            best = sub["mean"].max()
+            for model in models:
+                hit = sub[sub["model"] == model]
+                if hit.empty:
+                    row.append(Cell(DASH))
+                    continue
+                h = hit.iloc[0]
+                row.append(Cell(num(h["mean"]), f"{h['ci_low']:.2f}–{h['ci_high']:.2f}",
+                                bold=len(models) > 1 and h["mean"] == best, title=f"n={int(h['n'])} items"))
+                plotted.append({"judge": judge, "rubric": rubric, "criterion": criterion, "model": model,
+                                "mean": float(h["mean"]), "ci_low": float(h["ci_low"]),
+                                "ci_high": float(h["ci_high"]), "n": int(h["n"])})
+            rows.append(row)
+        records += _records(block)
+    return Table(
+        "judge_scores", "Judge scores: criterion × model", ["Criterion"] + models, rows,
+        "Mean score over judged items (repeats averaged per item first) with a percentile-bootstrap 95% CI "
+        "over items; best per criterion in bold.", groups=groups, records=records)
 
-    # Flag rates.
+
+def _flags_table(agg: Any, models_of: Any) -> Table | None:
+    """Flag rates per judge, rubric and model."""
     flags = agg.flags
-    if not flags.empty:
-        models = models_of(flags)
-        rows, groups, records = [], {}, []
-        for (judge, rubric), block in flags.groupby(["judge", "rubric"], sort=True):
-            groups[len(rows)] = f"{judge} · {rubric}"
-            for flag in list(dict.fromkeys(block["flag"])):
-                sub = block[block["flag"] == flag]
-                source = sub.iloc[0]["source"]
-                row = [Cell(str(flag).replace("_", " ") + (" (detector)" if source == "tool" else ""))]
-                for model in models:
-                    hit = sub[sub["model"] == model]
-                    if hit.empty or not hit.iloc[0]["n"]:
-                        row.append(Cell(DASH))
-                        continue
-                    h = hit.iloc[0]
-                    row.append(Cell(pct(h["rate"]), f"{int(h['count'])}/{int(h['n'])}", shade=float(h["rate"])))
-                rows.append(row)
-            records += [{k: _clean(v) for k, v in r.items()} for _, r in block.iterrows()]
-        section.tables.append(Table(
-            "judge_flags", "Judge flags: rate among judged items (%)", ["Flag"] + models, rows,
-            "Share of ok items the judge flagged (e.g. instruction leakage, verbosity); '(detector)' is the "
-            "tool's own prompt-injection detector over all items.", groups=groups, records=records))
-
-    # Pairwise, Bradley–Terry, length, panels.
-    section.tables += _pairwise_tables(agg)
-    section.tables += _panel_tables(agg)
-
-    # Agreement between judges, of each judge with itself, with the gold judge; contradictions.
-    section.tables += _agreement_tables(agg)
-    section.tables += _gold_tables(coll, frame, n_boot=n_boot, seed=seed)
-    section.tables += _contradiction_tables(agg)
-    return section
+    if flags.empty:
+        return None
+    models = models_of(flags)
+    rows, groups, records = [], {}, []
+    for (judge, rubric), block in flags.groupby(["judge", "rubric"], sort=True):
+        groups[len(rows)] = f"{judge} · {rubric}"
+        for flag in list(dict.fromkeys(block["flag"])):
+            sub = block[block["flag"] == flag]
+            source = sub.iloc[0]["source"]
+            row = [Cell(str(flag).replace("_", " ") + (" (detector)" if source == "tool" else ""))]
+            for model in models:
+                hit = sub[sub["model"] == model]
+                if hit.empty or not hit.iloc[0]["n"]:
+                    row.append(Cell(DASH))
+                    continue
+                h = hit.iloc[0]
+                row.append(Cell(pct(h["rate"]), f"{int(h['count'])}/{int(h['n'])}", shade=float(h["rate"])))
+            rows.append(row)
+        records += _records(block)
+    return Table(
+        "judge_flags", "Judge flags: rate among judged items (%)", ["Flag"] + models, rows,
+        "Share of ok items the judge flagged (e.g. instruction leakage, verbosity); '(detector)' is the "
+        "tool's own prompt-injection detector over all items.", groups=groups, records=records)
 
 
 def _ci(low: Any, high: Any, *, percent: bool = False, signed: bool = False) -> str:
