@@ -123,7 +123,7 @@ def _outcomes_table(agg: Any) -> Table | None:
     if outcomes.empty:
         return None
     rows, records = [], []
-    for _, r in outcomes.iterrows():
+    for r in _rows(outcomes):
         failures = sum(int(r[f]) for f in FAILURES)
         rows.append([Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["model"])), Cell(str(int(r["n"]))),
                      Cell(str(int(r["ok"])))] + [Cell(str(int(r[f])) if int(r[f]) else "0") for f in FAILURES]
@@ -205,8 +205,14 @@ def _ci(low: Any, high: Any, *, percent: bool = False, signed: bool = False) -> 
     return f"{low:+.2f} to {high:+.2f}" if signed else f"{low:.2f}–{high:.2f}"
 
 
+def _rows(frame: Any) -> list[dict[str, Any]]:
+    """A frame's rows as dicts of plain Python values (the aggregation's frames are small)."""
+    return frame.to_dict(orient="records")
+
+
 def _records(frame: Any) -> list[dict[str, Any]]:
-    return [{k: _clean(v) for k, v in r.items()} for _, r in frame.iterrows()]
+    """CSV records: a frame's rows with NaN as None."""
+    return [{k: _clean(v) for k, v in r.items()} for r in _rows(frame)]
 
 
 def _pairwise_tables(agg: Any) -> list[Table]:
@@ -215,7 +221,7 @@ def _pairwise_tables(agg: Any) -> list[Table]:
     pairwise, bt = agg.pairwise, agg.bradley_terry
     if not pairwise.empty:
         rows = []
-        for _, r in pairwise.iterrows():
+        for r in _rows(pairwise):
             hit = bt[(bt["judge"] == r["judge"]) & (bt["rubric"] == r["rubric"]) & (bt["criterion"] == r["criterion"])
                      & (bt["model"] == r["model"])] if not bt.empty else bt
             bt_text = Cell(DASH)
@@ -245,7 +251,7 @@ def _pairwise_tables(agg: Any) -> list[Table]:
                                                            "Comparisons"],
             [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
               Cell(str(r["model"])), Cell(f"{r['score']:+.2f}"), Cell(_ci(r["ci_low"], r["ci_high"], signed=True)),
-              Cell(str(int(r["comparisons"])))] for _, r in bt.iterrows()],
+              Cell(str(int(r["comparisons"])))] for r in _rows(bt)],
             "Log-odds strengths fitted to one outcome per compared pair of responses (ties count half; with "
             "--pairs all every model meets every other).", align=["l", "l", "l", "l", "r", "r", "r"],
             records=_records(bt)))
@@ -257,7 +263,7 @@ def _pairwise_tables(agg: Any) -> list[Table]:
             [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
               Cell(str(int(r["decisive"]))), Cell(pct(r["rate"]), _ci(r["ci_low"], r["ci_high"], percent=True),
                                                   shade=float(r["rate"])), Cell(str(r["length_unit"]))]
-             for _, r in lengths.iterrows()],
+             for r in _rows(lengths)],
             "Among verdicts that chose a side between responses of different length: how often the longer one won "
             "(50% = no length preference), with a 95% bootstrap interval.", align=["l", "l", "l", "r", "r", "l"],
             records=_records(lengths)))
@@ -273,7 +279,7 @@ def _panel_tables(agg: Any) -> list[Table]:
         ["Panel", "Rubric", "Criterion", "Items", "Support %", "Unanimous %"],
         [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
           Cell(str(int(r["n_items"]))), Cell(pct(r["support"]), _ci(r["ci_low"], r["ci_high"], percent=True)),
-          Cell(pct(r["unanimous"]))] for _, r in panel.iterrows()],
+          Cell(pct(r["unanimous"]))] for r in _rows(panel)],
         "The panel verdict is the majority of its judges (pairwise; a split is a tie) or their mean score; "
         "support is the mean share of its judges whose verdict equals it. The panel appears as one more judge in "
         "the score, pairwise and agreement tables.", align=["l", "l", "l", "r", "r", "r"], records=_records(panel))]
@@ -321,11 +327,11 @@ def _agreement_tables(agg: Any) -> list[Table]:
             [[Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")), Cell(str(r["judges"])),
               Cell(str(int(r["n_items"]))), Cell(num(r["kappa"]), _ci(r["kappa_low"], r["kappa_high"])),
               Cell(num(r["kappa_quadratic"])), Cell(num(r["alpha"]), _ci(r["alpha_low"], r["alpha_high"]))]
-             for _, r in agreement.iterrows()],
+             for r in _rows(agreement)],
             "Cohen's κ (unweighted and quadratic-weighted) per pair of judges and Krippendorff's α (ordinal), "
             "each item's repeats combined first (majority; scores: mean rounded to the scale), with 95% bootstrap "
             "intervals over items.", align=["l", "l", "l", "r", "r", "r", "r"],
-            records=[{k: _clean(v) for k, v in r.items()} for _, r in agreement.iterrows()]))
+            records=_records(agreement)))
     consistency = agg.self_consistency
     if not consistency.empty:
         tables.append(Table(
@@ -333,10 +339,10 @@ def _agreement_tables(agg: Any) -> list[Table]:
             ["Judge", "Rubric", "Criterion", "Items", "Exact agreement %", "Mean SD", "Krippendorff α"],
             [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
               Cell(str(int(r["n_items"]))), Cell(pct(r["agreement"])), Cell(num(r["mean_std"])), Cell(num(r["alpha"]))]
-             for _, r in consistency.iterrows()],
+             for r in _rows(consistency)],
             "Agreement of a judge with itself when asked the same item several times.",
             align=["l", "l", "l", "r", "r", "r", "r"],
-            records=[{k: _clean(v) for k, v in r.items()} for _, r in consistency.iterrows()]))
+            records=_records(consistency)))
     return tables
 
 
@@ -349,8 +355,8 @@ def _contradiction_tables(agg: Any) -> list[Table]:
             "judge_contradictions", "Judge vs grader contradictions",
             ["Judge", "Rubric", "Model", "Kind", "Items"],
             [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["model"])), Cell(str(r["kind"])),
-              Cell(str(int(r["items"])))] for _, r in counts.iterrows()],
+              Cell(str(int(r["items"])))] for r in _rows(counts)],
             "Items where the judge's soundness score contradicts the grader's verdict on the final answer "
             "(listed one by one in the CSV).", align=["l", "l", "l", "l", "r"],
-            records=[{k: _clean(v) for k, v in r.items()} for _, r in contradictions.iterrows()]))
+            records=_records(contradictions)))
     return tables
