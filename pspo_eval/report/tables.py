@@ -112,7 +112,7 @@ def accuracy_table(coll: Collection, summaries: dict | None = None) -> Table:
 
     def avg(m: ModelRef) -> float | None:
         values = [summaries[(m.key, d)].accuracy for d in paper if (m.key, d) in summaries]
-        return sum(values) / len(values) if len(values) == len(paper) else None
+        return sum(values) / len(values) if values and len(values) == len(paper) else None
 
     # Bold marks the best of several values in a column (ties all bold); a lone value is not "best".
     best: dict[str, float] = {}
