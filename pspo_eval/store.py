@@ -115,6 +115,60 @@ def _to_dict(record: BaseModel | dict) -> dict:
     return record.model_dump(mode="json") if isinstance(record, BaseModel) else record
 
 
+def _last_newline(fh: Any, size: int) -> int:
+    """Offset of the last newline of a binary file of ``size`` bytes (-1 if none), read backwards in chunks."""
+    chunk = 1 << 16
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        fh.seek(start)
+        idx = fh.read(end - start).rfind(b"\n")
+        if idx >= 0:
+            return start + idx
+        end = start
+    return -1
+
+
+def _write_or_roll_back(fd: int, data: bytes, path: Path) -> None:
+    """Write all of ``data`` at the end of ``fd`` and fsync; on failure truncate back (no partial record)."""
+    before = os.fstat(fd).st_size
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except OSError as exc:
+        try:  # leave no partial record behind
+            os.ftruncate(fd, before)
+        except OSError:
+            pass
+        raise _io_error(exc, path, "writing") from exc
+
+
+def _iter_jsonl(path: Path, key_field: str, readonly: bool) -> Iterator[dict]:
+    """The JSON objects of a JSON Lines file, first of each ``key_field`` value (see Shard.iter_dicts)."""
+    hint = ("delete that line and rerun the command that wrote it" if readonly
+            else "delete that line (or the file) and rerun the same command to redo it")
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if readonly and not line.endswith("\n"):
+                break  # a partial record at the end: not (yet) a record
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PspoError(f"{path}:{lineno}: corrupt record ({exc.msg})", hint) from exc
+            key = obj.get(key_field)
+            if key is not None:
+                if key in seen:
+                    continue
+                seen.add(key)
+            yield obj
+
+
 class Shard:
     """One append-only JSON Lines file of records, each with a unique ``key``."""
 
@@ -135,18 +189,7 @@ class Shard:
         if size == 0:
             return 0
         with open(self.path, "rb") as fh:
-            # Find the last newline; everything after it is a partial record.
-            chunk = 1 << 16
-            end = size
-            last_nl = -1
-            while end > 0 and last_nl < 0:
-                start = max(0, end - chunk)
-                fh.seek(start)
-                data = fh.read(end - start)
-                idx = data.rfind(b"\n")
-                if idx >= 0:
-                    last_nl = start + idx
-                end = start
+            last_nl = _last_newline(fh, size)
         keep = last_nl + 1
         removed = size - keep
         if removed:
@@ -168,27 +211,8 @@ class Shard:
         """
         if not readonly:
             self.repair()
-        if not self.path.exists():
-            return
-        hint = ("delete that line and rerun the command that wrote it" if readonly
-                else "delete that line (or the file) and rerun the same command to redo it")
-        seen: set[str] = set()
-        with open(self.path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if readonly and not line.endswith("\n"):
-                    break  # a partial record at the end: not (yet) a record
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise PspoError(f"{self.path}:{lineno}: corrupt record ({exc.msg})", hint) from exc
-                key = obj.get(self.key_field)
-                if key is not None:
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                yield obj
+        if self.path.exists():
+            yield from _iter_jsonl(self.path, self.key_field, readonly)
 
     def iter_records(self, model: type[M], *, readonly: bool = False) -> Iterator[M]:
         """The records of :meth:`iter_dicts`, each validated as ``model`` (a record that is not one is an error)."""
@@ -229,22 +253,16 @@ class Shard:
         except OSError as exc:
             raise _io_error(exc, self.path, "writing") from exc
         try:
-            before = os.fstat(fd).st_size
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
-            except OSError as exc:
-                try:  # leave no partial record behind
-                    os.ftruncate(fd, before)
-                except OSError:
-                    pass
-                raise _io_error(exc, self.path, "writing") from exc
+            _write_or_roll_back(fd, data, self.path)
         finally:
             os.close(fd)
         return len(lines)
+
+
+def _holder(command: str) -> str:
+    """Who holds a run's lock, as a second process is told."""
+    return (f"pid {os.getpid()} on {socket.gethostname()} ({command or ' '.join(sys.argv[:3])}) "
+            f"since {time.strftime('%Y-%m-%d %H:%M:%S')}")
 
 
 class LockHeld(PspoError):
@@ -275,14 +293,11 @@ class RunStore:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
-            raise LockHeld(
-                f"run directory {self.root} is in use by {holder}",
-                "wait for it to finish, or use another --out",
-            ) from None
-        info = f"pid {os.getpid()} on {socket.gethostname()} ({command or ' '.join(sys.argv[:3])}) since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            raise LockHeld(f"run directory {self.root} is in use by {holder}",
+                           "wait for it to finish, or use another --out") from None
         fh.seek(0)
         fh.truncate()
-        fh.write(info + "\n")
+        fh.write(_holder(command) + "\n")
         fh.flush()
         self._lock_fh = fh
         try:
