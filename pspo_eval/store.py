@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pspo_eval.console import warn
 from pspo_eval.errors import PspoError
@@ -265,6 +265,51 @@ def _holder(command: str) -> str:
             f"since {time.strftime('%Y-%m-%d %H:%M:%S')}")
 
 
+class HistoryEntry(BaseModel):
+    """One command that wrote the run (``manifest.json`` ``history``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    command: str | None = None
+    status: str | None = None  # running | complete | incomplete | interrupted | failed
+
+
+class RunManifest(BaseModel):
+    """``manifest.json`` as its readers see it (writers update the JSON object; see RunStore.update_manifest).
+
+    Every field is optional: a merged run, a run only judged, or one from an older version lacks some.
+    Fields other stages add (``judging``, ``judge_gold``, …) are kept.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str | None = None
+    created: str | None = None
+    ended: str | None = None
+    config: dict[str, Any] | None = None
+    config_hash: str | None = None
+    merged_config_hashes: list[str] | None = None
+    git_revision: str | None = None
+    system_prompt: str | None = None
+    versions: dict[str, Any] | None = None
+    dataset_checksums: dict[str, str | None] | None = None
+    backends: dict[str, Any] | None = None
+    history: list[HistoryEntry] | None = None
+    judging: Any = None
+    judge_gold: str | None = None
+
+    @property
+    def status(self) -> str | None:
+        """How the last command that wrote the run ended (None when none is recorded)."""
+        return self.history[-1].status if self.history else None
+
+    @property
+    def model_names(self) -> list[str]:
+        """The configured models' names, in the configured order."""
+        models = (self.config or {}).get("models") or []
+        return [m.get("name") for m in models if isinstance(m, dict)]
+
+
 class LockHeld(PspoError):
     pass
 
@@ -324,6 +369,16 @@ class RunStore:
             return json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise PspoError(f"{path} is not valid JSON ({exc.msg})", "restore it or start a new run directory") from exc
+
+    def manifest(self) -> RunManifest:
+        """The manifest, typed (an empty one when the run has none yet)."""
+        try:
+            return RunManifest.model_validate(self.read_manifest())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise PspoError(f"{self.manifest_path()}: {where}: {first['msg']}",
+                            "restore it or start a new run directory") from None
 
     def write_manifest(self, manifest: dict) -> None:
         atomic_write_json(self.manifest_path(), manifest)

@@ -277,20 +277,19 @@ def _provenance(coll: Collection, train_runs: list, judges: list[dict], base: Mo
     runs = []
     for index, run in enumerate(coll.runs):
         manifest = run.manifest
-        history = manifest.get("history") or []
         models = [m for m in coll.models if m.run_index == index]
         samples = sum(len(g.records) for (key, _, _), g in coll.groups.items() if key[0] == index)
         runs.append({
-            "name": run.name, "path": str(run.path), "config_hash": manifest.get("config_hash"),
-            "merged_config_hashes": manifest.get("merged_config_hashes"),
-            "git_revision": manifest.get("git_revision"), "created": manifest.get("created"),
-            "ended": manifest.get("ended"), "status": history[-1].get("status") if history else None,
+            "name": run.name, "path": str(run.path), "config_hash": manifest.config_hash,
+            "merged_config_hashes": manifest.merged_config_hashes,
+            "git_revision": manifest.git_revision, "created": manifest.created,
+            "ended": manifest.ended, "status": manifest.status,
             "samples": samples,
             "models": [{"name": m.name, "label": m.label, "model_id": m.model_id, "size": m.size} for m in models],
             "settings": sorted({g.setting for (key, _, _), g in coll.groups.items() if key[0] == index}),
-            "dataset_checksums": manifest.get("dataset_checksums"), "versions": manifest.get("versions"),
-            "backends": manifest.get("backends"), "system_prompt": manifest.get("system_prompt"),
-            "judging": manifest.get("judging"),
+            "dataset_checksums": manifest.dataset_checksums, "versions": manifest.versions,
+            "backends": manifest.backends, "system_prompt": manifest.system_prompt,
+            "judging": manifest.judging,
         })
     return {
         "generated": _now(), "pspo_eval": version, "baseline": base.name, "runs": runs, "judges": judges,

@@ -288,11 +288,9 @@ def _panel_tables(agg: Any) -> list[Table]:
 def _gold_tables(coll: Collection, frame: Any, *, n_boot: int, seed: int) -> list[Table]:
     """Agreement of every judge with the gold judge of each run whose manifest names one (``judge import --gold``)."""
     from pspo_eval.judge.gold import gold_agreement
-    from pspo_eval.store import RunStore
-
     tables = []
     for run in coll.runs:
-        gold = RunStore(run.path).read_manifest().get("judge_gold")
+        gold = run.manifest.judge_gold
         rows = frame[frame["run"] == run.name] if "run" in frame.columns else frame
         if not gold or rows.empty or gold not in set(rows["judge"]):
             continue

@@ -22,11 +22,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pspo_eval.errors import PspoError
 from pspo_eval.records import SampleVerdict
-from pspo_eval.store import RunStore, Shard
+from pspo_eval.store import RunManifest, RunStore, Shard
 
 DATASET_TITLES = {"gsm8k": "GSM8K", "svamp": "SVAMP", "asdiv": "ASDiv", "math500": "MATH-500"}
 # Column order of the paper's Table 1; other datasets follow in the order they were first seen.
@@ -73,7 +72,7 @@ class Group:
 class RunInfo:
     path: Path
     name: str
-    manifest: dict[str, Any]
+    manifest: RunManifest
 
 
 @dataclass
@@ -178,7 +177,7 @@ def load_runs(paths: Sequence[str | Path]) -> Collection:
     per_run: list[dict[str, dict[tuple[str, float], dict[str, list[SampleVerdict]]]]] = []
     for path, name in zip(resolved, names):
         store = RunStore(path)
-        runs.append(RunInfo(path=path, name=name, manifest=store.read_manifest()))
+        runs.append(RunInfo(path=path, name=name, manifest=store.manifest()))
         # label -> (dataset, temperature) -> setting -> records
         tree: dict[str, dict[tuple[str, float], dict[str, list[SampleVerdict]]]] = defaultdict(lambda: defaultdict(dict))
         for rec in store.read_records("samples", SampleVerdict, readonly=True):
@@ -196,7 +195,7 @@ def load_runs(paths: Sequence[str | Path]) -> Collection:
     models: list[ModelRef] = []
     groups: dict[tuple[tuple[int, str], str, float], Group] = {}
     for index, (run, tree) in enumerate(zip(runs, per_run)):
-        order = [m.get("name") for m in (run.manifest.get("config") or {}).get("models", []) if isinstance(m, dict)]
+        order = run.manifest.model_names
         labels = sorted(tree, key=lambda lbl: (order.index(lbl) if lbl in order else len(order), lbl))
         for label in labels:
             display = label if label_count[label] == 1 else f"{label} ({run.name})"

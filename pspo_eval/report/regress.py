@@ -118,7 +118,7 @@ def run_regress(run_dir: str | Path, baseline: Baseline, *, models: list[str] | 
     manifest = coll.runs[0].manifest
     result = RegressResult(str(run_dir), baseline.where, max_drop, alpha, [])
     base_sums = baseline.source.get("dataset_checksums") or {}
-    run_sums = manifest.get("dataset_checksums") or {}
+    run_sums = manifest.dataset_checksums or {}
     for m in checked:
         if baseline_model is not None:
             bname = baseline_model
