@@ -129,6 +129,16 @@ def _last_newline(fh: Any, size: int) -> int:
     return -1
 
 
+def _truncate(path: Path, size: int) -> None:
+    try:
+        with open(path, "r+b") as fh:
+            fh.truncate(size)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise _io_error(exc, path, "repairing") from exc
+
+
 def _write_or_roll_back(fd: int, data: bytes, path: Path) -> None:
     """Write all of ``data`` at the end of ``fd`` and fsync; on failure truncate back (no partial record)."""
     before = os.fstat(fd).st_size
@@ -144,6 +154,12 @@ def _write_or_roll_back(fd: int, data: bytes, path: Path) -> None:
         except OSError:
             pass
         raise _io_error(exc, path, "writing") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    """'field.path: message' of a validation error's first complaint (config.py formats user input; this, files)."""
+    first = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in first.get('loc', ())) or 'record'}: {first['msg']}"
 
 
 def _iter_jsonl(path: Path, key_field: str, readonly: bool) -> Iterator[dict]:
@@ -193,13 +209,7 @@ class Shard:
         keep = last_nl + 1
         removed = size - keep
         if removed:
-            try:
-                with open(self.path, "r+b") as fh:
-                    fh.truncate(keep)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except OSError as exc:
-                raise _io_error(exc, self.path, "repairing") from exc
+            _truncate(self.path, keep)
             warn(f"{self.path}: removed a partial last record ({removed} bytes) left by an interrupted run")
         return removed
 
@@ -220,12 +230,8 @@ class Shard:
             try:
                 yield model.model_validate(obj)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first.get("loc", ())) or "record"
-                raise PspoError(
-                    f"{self.path}: record {obj.get(self.key_field)!r} is not a {model.__name__} ({where}: {first['msg']})",
-                    "delete that line and rerun the command that wrote it",
-                ) from None
+                raise PspoError(f"{self.path}: record {obj.get(self.key_field)!r} is not a {model.__name__} "
+                                f"({_first_error(exc)})", "delete that line and rerun the command that wrote it") from None
 
     @overload
     def read(self) -> list[dict]: ...
@@ -310,6 +316,17 @@ class RunManifest(BaseModel):
         return [m.get("name") for m in models if isinstance(m, dict)]
 
 
+def _release(fh: Any) -> None:
+    """Clear the holder line and unlock (the file stays: removing it would race a waiting locker)."""
+    try:
+        fh.seek(0)
+        fh.truncate()
+    except OSError:
+        pass
+    fcntl.flock(fh, fcntl.LOCK_UN)
+    fh.close()
+
+
 class LockHeld(PspoError):
     pass
 
@@ -348,13 +365,7 @@ class RunStore:
         try:
             yield self
         finally:
-            try:
-                fh.seek(0)
-                fh.truncate()
-            except OSError:
-                pass
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            fh.close()
+            _release(fh)
             self._lock_fh = None
 
     # -- manifest ------------------------------------------------------------------------------
@@ -375,10 +386,7 @@ class RunStore:
         try:
             return RunManifest.model_validate(self.read_manifest())
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            raise PspoError(f"{self.manifest_path()}: {where}: {first['msg']}",
-                            "restore it or start a new run directory") from None
+            raise PspoError(f"{self.manifest_path()}: {_first_error(exc)}", "restore it or start a new run directory") from None
 
     def write_manifest(self, manifest: dict) -> None:
         atomic_write_json(self.manifest_path(), manifest)
