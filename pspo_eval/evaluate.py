@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -25,6 +25,9 @@ from pspo_eval.generation.base import GenRequest
 from pspo_eval.generation.prompts import PromptConfig, render_messages
 from pspo_eval.records import Problem, Sample
 from pspo_eval.store import RunStore, stable_hash
+
+if TYPE_CHECKING:
+    from pspo_eval.metrics import EvalResults, GroupSummary
 
 
 class ModelSpec(BaseModel):
@@ -320,116 +323,137 @@ def run_evaluate(
     command: str = "evaluate",
     on_progress: Callable[[str, int, int], None] | None = None,
     backend_factory: Callable[[ModelSpec], Any] | None = None,
-) -> dict:
+) -> EvalResults:
     """Generate and grade every missing sample, then write ``results.json``; returns the results."""
-    from pspo_eval.console import log, progress
-    from pspo_eval.data import dataset_checksum
-    from pspo_eval.generation.registry import make_backend
-    from pspo_eval.grading import grade
+    from pspo_eval.console import log
     from pspo_eval.metrics import compute_results
+    from pspo_eval.store import atomic_write_json
 
     store = RunStore(run_dir)
     with store.locked(command):
         problems = load_problems(config)
         works, total, done = plan(config, store, problems)
-        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        manifest = store.read_manifest()
-        checksums: dict[str, str | None] = {}
-        for name in problems:
-            try:
-                checksums[name] = dataset_checksum(name) if config.source == "local" and not (
-                    config.dataset_file and name == Path(config.dataset_file).stem) else f"source={config.source}"
-            except PspoError:
-                checksums[name] = None
-        if config.dataset_file:
-            import hashlib
-
-            checksums[Path(config.dataset_file).stem] = hashlib.sha256(Path(config.dataset_file).read_bytes()).hexdigest()
-        cfg_json = config.model_dump(mode="json")
-        config_hash = stable_hash({k: v for k, v in cfg_json.items() if k not in {"shard"}}, 16)
-        manifest.setdefault("created", started)
-        manifest.update(
-            {
-                "kind": "pspo-eval run",
-                "config": cfg_json,
-                "config_hash": config_hash,
-                "system_prompt": config.prompt.system,
-                "versions": _versions(),
-                "git_revision": git_revision(),
-                "dataset_checksums": {**manifest.get("dataset_checksums", {}), **checksums},
-            }
-        )
-        history = manifest.setdefault("history", [])
-        entry = {"command": command, "config_hash": config_hash, "started": started, "status": "running",
-                 "pending_at_start": total - done, "total": total}
-        history.append(entry)
-        store.write_manifest(manifest)
+        manifest = _start_manifest(config, store, problems, command, pending=total - done, total=total)
         log(f"{total} samples planned, {done} already in {store.root}, {total - done} to generate")
-
-        backend_info: dict = manifest.get("backends", {})
-        try:
-            by_model: dict[str, list[_Work]] = {}
-            for work in works:
-                if work.items:
-                    by_model.setdefault(work.model.name, []).append(work)
-            for model in config.models:
-                pending = by_model.get(model.name)
-                if not pending:
-                    continue
-                backend = backend_factory(model) if backend_factory else make_backend(
-                    config.backend.name, model.ref, **config.backend.options()
-                )
-                backend_info[model.name] = backend.describe()
-                try:
-                    with progress() as bar:
-                        for work in pending:
-                            desc = f"{model.name} · {work.dataset} · T={work.temperature:g}"
-                            task = bar.add_task(desc, total=len(work.items))
-                            _generate_work(config, work, backend, store, grade, lambda n, t=task: bar.advance(t, n))
-                            if on_progress:
-                                on_progress(desc, len(work.items), len(work.items))
-                finally:
-                    backend.close()
-            failed = sum(w.failed for w in works)
-            entry["status"] = "complete" if not failed else "incomplete"
-            entry["failed_requests"] = failed
-        except KeyboardInterrupt:
-            entry["status"] = "interrupted"
-            raise
-        except BaseException:
-            entry["status"] = "failed"
-            raise
-        finally:
-            entry["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            manifest["backends"] = backend_info
-            manifest["ended"] = entry["ended"]
-            store.write_manifest(manifest)
+        _generate_all(config, works, store, manifest, on_progress, backend_factory)
         results = compute_results(store)
-        from pspo_eval.store import atomic_write_json
-
-        atomic_write_json(store.root / "results.json", results)
+        atomic_write_json(store.root / "results.json", results.to_json())
         failed_works = [w for w in works if w.failed]
         if failed_works:
             n = sum(w.failed for w in failed_works)
             raise PspoError(
                 f"{n} samples could not be generated (last error: {failed_works[-1].last_error}); "
-                f"results.json covers the {sum(r['samples'] for r in results['rows'])} stored samples",
+                f"results.json covers the {sum(r.samples for r in results.rows)} stored samples",
                 "rerun the same command to retry the missing ones",
             )
         return results
 
 
+def _dataset_checksums(config: EvalConfig, problems: dict[str, list[Problem]]) -> dict[str, str | None]:
+    """sha256 of each bundled dataset (``source=…`` for the hub, the file's own hash for --dataset-file)."""
+    import hashlib
+
+    from pspo_eval.data import dataset_checksum
+
+    own_file = Path(config.dataset_file).stem if config.dataset_file else None
+    checksums: dict[str, str | None] = {}
+    for name in problems:
+        try:
+            checksums[name] = dataset_checksum(name) if config.source == "local" and name != own_file \
+                else f"source={config.source}"
+        except PspoError:
+            checksums[name] = None
+    if config.dataset_file:
+        checksums[Path(config.dataset_file).stem] = hashlib.sha256(Path(config.dataset_file).read_bytes()).hexdigest()
+    return checksums
+
+
+def _start_manifest(config: EvalConfig, store: RunStore, problems: dict[str, list[Problem]], command: str, *,
+                    pending: int, total: int) -> dict:
+    """Record the config, versions and checksums, and open this command's history entry (status running)."""
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    manifest = store.read_manifest()
+    checksums = _dataset_checksums(config, problems)
+    cfg_json = config.model_dump(mode="json")
+    config_hash = stable_hash({k: v for k, v in cfg_json.items() if k not in {"shard"}}, 16)
+    manifest.setdefault("created", started)
+    manifest.update(
+        {
+            "kind": "pspo-eval run",
+            "config": cfg_json,
+            "config_hash": config_hash,
+            "system_prompt": config.prompt.system,
+            "versions": _versions(),
+            "git_revision": git_revision(),
+            "dataset_checksums": {**manifest.get("dataset_checksums", {}), **checksums},
+        }
+    )
+    history = manifest.setdefault("history", [])
+    history.append({"command": command, "config_hash": config_hash, "started": started, "status": "running",
+                    "pending_at_start": pending, "total": total})
+    store.write_manifest(manifest)
+    return manifest
+
+
+def _generate_all(config: EvalConfig, works: list[_Work], store: RunStore, manifest: dict,
+                  on_progress: Callable[[str, int, int], None] | None,
+                  backend_factory: Callable[[ModelSpec], Any] | None) -> None:
+    """Every model's pending work, one backend at a time; the history entry says how it ended."""
+    entry = manifest["history"][-1]
+    backend_info: dict = manifest.get("backends", {})
+    try:
+        by_model: dict[str, list[_Work]] = {}
+        for work in works:
+            if work.items:
+                by_model.setdefault(work.model.name, []).append(work)
+        for model in config.models:
+            pending = by_model.get(model.name)
+            if pending:
+                _generate_model(config, model, pending, store, backend_info, on_progress, backend_factory)
+        failed = sum(w.failed for w in works)
+        entry["status"] = "complete" if not failed else "incomplete"
+        entry["failed_requests"] = failed
+    except KeyboardInterrupt:
+        entry["status"] = "interrupted"
+        raise
+    except BaseException:
+        entry["status"] = "failed"
+        raise
+    finally:
+        entry["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        manifest["backends"] = backend_info
+        manifest["ended"] = entry["ended"]
+        store.write_manifest(manifest)
+
+
+def _generate_model(config: EvalConfig, model: ModelSpec, pending: list[_Work], store: RunStore, backend_info: dict,
+                    on_progress: Callable[[str, int, int], None] | None,
+                    backend_factory: Callable[[ModelSpec], Any] | None) -> None:
+    """Load one model's backend and generate its pending (dataset, setting) work with a progress bar."""
+    from pspo_eval.console import progress
+    from pspo_eval.generation.registry import make_backend
+    from pspo_eval.grading import grade
+
+    backend = backend_factory(model) if backend_factory else make_backend(
+        config.backend.name, model.ref, **config.backend.options()
+    )
+    backend_info[model.name] = backend.describe()
+    try:
+        with progress() as bar:
+            for work in pending:
+                desc = f"{model.name} · {work.dataset} · T={work.temperature:g}"
+                task = bar.add_task(desc, total=len(work.items))
+                _generate_work(config, work, backend, store, grade, lambda n, t=task: bar.advance(t, n))
+                if on_progress:
+                    on_progress(desc, len(work.items), len(work.items))
+    finally:
+        backend.close()
+
+
 def _generate_work(config: EvalConfig, work: _Work, backend, store: RunStore, grade, advance) -> None:
     """Generate a (model, dataset, setting)'s missing samples batch by batch, grading and appending each."""
-    sampling = config.sampling
-    top_p = sampling.top_p if work.temperature > 0 else 1.0
-    max_new = sampling.max_new_for(work.dataset)
     shard = store.shard(*work.shard_parts)
-    requests = []
-    for problem, _index, _key, seed in work.items:
-        messages = render_messages(problem, config.prompt)
-        prompt = backend.render(messages, problem, config.prompt)
-        requests.append(GenRequest(prompt, messages, work.temperature, top_p, max_new, seed))
+    requests = [_request(config, work, backend, problem, seed) for problem, _index, _key, seed in work.items]
     # Batches of similar prompt length; a batch is written as soon as it is graded.
     order = sorted(range(len(requests)), key=lambda i: (-len(requests[i].prompt), i))
     # hf and vllm take a whole batch per call (vLLM schedules it itself); openai sends requests.
@@ -440,51 +464,62 @@ def _generate_work(config: EvalConfig, work: _Work, backend, store: RunStore, gr
         results = backend.generate([requests[i] for i in chunk])
         records = []
         for i, res in zip(chunk, results):
-            problem, index, key, seed = work.items[i]
+            problem = work.items[i][0]
             if res.finish_reason == "error":
                 # A failed request is not a sample: nothing is stored, so the next run retries it.
                 work.failed += 1
                 work.last_error = res.extra.get("error", "request failed")
                 continue
             g = grade(work.dataset, res.response, problem.answer, question=problem.question, explain=True)
-            records.append(
-                Sample(
-                    key=key,
-                    model=work.model.name,
-                    model_id=work.model.ref,
-                    dataset=work.dataset,
-                    problem_id=problem.id,
-                    sample_index=index,
-                    setting=work.setting,
-                    temperature=work.temperature,
-                    top_p=top_p,
-                    max_new_tokens=max_new,
-                    seed=seed,
-                    prompt=requests[i].prompt,
-                    response=res.response,
-                    finish_reason=res.finish_reason,
-                    prompt_tokens=res.prompt_tokens,
-                    completion_tokens=res.completion_tokens,
-                    gold=problem.answer,
-                    extracted=g.extracted,
-                    correct=g.correct,
-                    strict=g.strict,
-                    method=g.method,
-                    timed_out=g.timed_out,
-                    why=g.why,
-                    alternatives=g.alternatives,
-                    category=problem.category,
-                    level=problem.level,
-                    gen_seconds=round(res.seconds, 6),
-                    step=work.model.step,
-                )
-            )
+            records.append(_sample(work, work.items[i], requests[i], res, g))
         shard.append(records)
         advance(len(records))
 
 
-def results_table_rows(results: dict) -> list[dict]:
-    return results.get("rows", [])
+def _request(config: EvalConfig, work: _Work, backend, problem: Problem, seed: int) -> GenRequest:
+    messages = render_messages(problem, config.prompt)
+    prompt = backend.render(messages, problem, config.prompt)
+    top_p = config.sampling.top_p if work.temperature > 0 else 1.0
+    return GenRequest(prompt, messages, work.temperature, top_p, config.sampling.max_new_for(work.dataset), seed)
+
+
+def _sample(work: _Work, item: tuple[Problem, int, str, int], request: GenRequest, res, g) -> Sample:
+    """The stored record of one graded response."""
+    problem, index, key, seed = item
+    return Sample(
+        key=key,
+        model=work.model.name,
+        model_id=work.model.ref,
+        dataset=work.dataset,
+        problem_id=problem.id,
+        sample_index=index,
+        setting=work.setting,
+        temperature=work.temperature,
+        top_p=request.top_p,
+        max_new_tokens=request.max_new_tokens,
+        seed=seed,
+        prompt=request.prompt,
+        response=res.response,
+        finish_reason=res.finish_reason,
+        prompt_tokens=res.prompt_tokens,
+        completion_tokens=res.completion_tokens,
+        gold=problem.answer,
+        extracted=g.extracted,
+        correct=g.correct,
+        strict=g.strict,
+        method=g.method,
+        timed_out=g.timed_out,
+        why=g.why,
+        alternatives=g.alternatives,
+        category=problem.category,
+        level=problem.level,
+        gen_seconds=round(res.seconds, 6),
+        step=work.model.step,
+    )
+
+
+def results_table_rows(results: EvalResults) -> list[GroupSummary]:
+    return results.rows
 
 
 def dump_config(config: EvalConfig) -> str:

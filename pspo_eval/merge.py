@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pspo_eval.errors import PspoError
 from pspo_eval.store import RunStore, Shard, atomic_write_json
 
+if TYPE_CHECKING:
+    from pspo_eval.metrics import EvalResults
 
-def merge_runs(runs: list[Path], out: Path) -> dict:
+
+def merge_runs(runs: list[Path], out: Path) -> EvalResults:
     from pspo_eval.metrics import compute_results
 
     if not runs:
@@ -59,5 +63,5 @@ def merge_runs(runs: list[Path], out: Path) -> dict:
         )
         target.write_manifest(manifest)
         results = compute_results(target)
-        atomic_write_json(target.root / "results.json", results)
+        atomic_write_json(target.root / "results.json", results.to_json())
         return results

@@ -94,3 +94,39 @@ class Sample(BaseModel):
     level: str | None = None
     gen_seconds: float = Field(0.0, description="This sample's share of its batch's generation wall time.")
     step: int | None = Field(None, description="Training step of the checkpoint, when known.")
+
+
+class SampleVerdict(BaseModel):
+    """What a reader of results needs of a :class:`Sample`: its identity and verdict, not its texts.
+
+    The report reads every sample of several runs; the prompt and response texts can run to
+    gigabytes, so it reads shards through this model (unknown fields, the texts among them, are
+    dropped). A stored Sample always validates as a SampleVerdict.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    key: str | None = None
+    model: str
+    model_id: str | None = None
+    dataset: str
+    problem_id: str
+    sample_index: int
+    setting: str
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    finish_reason: str
+    completion_tokens: int
+    gold: str | None = None
+    extracted: str | None
+    correct: bool
+    strict: bool
+    method: str
+    timed_out: bool = False
+    why: str = ""
+    alternatives: tuple[str, ...] = ()
+    category: str | None = None
+    level: str | None = None
+    gen_seconds: float = 0.0
+    step: int | None = None

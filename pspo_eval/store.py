@@ -34,12 +34,14 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pspo_eval.console import warn
 from pspo_eval.errors import PspoError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -65,8 +67,14 @@ def _io_error(exc: OSError, path: Path, action: str) -> PspoError:
     return PspoError(f"I/O error while {action} {path}: {exc.strerror}", "check the disk and rerun the same command")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a whole file atomically (temp file in the same directory, fsync, rename)."""
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = 0o644) -> None:
+    """Write a whole file atomically: a temp file in the same directory, fsync, rename.
+
+    The one place the project writes a file that must never be seen half-written (manifests,
+    results.json, reports, graded outputs). ``mode`` is the file's permission bits; ``None`` means
+    what a plain ``open()`` would give (0o666 less the umask). Either way the file ends up readable
+    by others: mkstemp creates it 0600, and run files and reports are meant to be shared.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,9 +82,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     except OSError as exc:
         raise _io_error(exc, path, "writing") from exc
     try:
-        os.fchmod(fd, 0o644)  # mkstemp creates 0600; run files are meant to be shared and read
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        os.fchmod(fd, _umasked(0o666) if mode is None else mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -88,12 +96,93 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise _io_error(exc, path, "writing") from exc
 
 
+def _umasked(bits: int) -> int:
+    umask = os.umask(0)  # the only way to read the umask is to set it; put it straight back
+    os.umask(umask)
+    return bits & ~umask
+
+
+def atomic_write_text(path: Path, text: str, *, mode: int | None = 0o644) -> None:
+    """:func:`atomic_write_bytes` of UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, default=str) + "\n")
 
 
 def _to_dict(record: BaseModel | dict) -> dict:
     return record.model_dump(mode="json") if isinstance(record, BaseModel) else record
+
+
+def _last_newline(fh: Any, size: int) -> int:
+    """Offset of the last newline of a binary file of ``size`` bytes (-1 if none), read backwards in chunks."""
+    chunk = 1 << 16
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        fh.seek(start)
+        idx = fh.read(end - start).rfind(b"\n")
+        if idx >= 0:
+            return start + idx
+        end = start
+    return -1
+
+
+def _truncate(path: Path, size: int) -> None:
+    try:
+        with open(path, "r+b") as fh:
+            fh.truncate(size)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise _io_error(exc, path, "repairing") from exc
+
+
+def _write_or_roll_back(fd: int, data: bytes, path: Path) -> None:
+    """Write all of ``data`` at the end of ``fd`` and fsync; on failure truncate back (no partial record)."""
+    before = os.fstat(fd).st_size
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except OSError as exc:
+        try:  # leave no partial record behind
+            os.ftruncate(fd, before)
+        except OSError:
+            pass
+        raise _io_error(exc, path, "writing") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    """'field.path: message' of a validation error's first complaint (config.py formats user input; this, files)."""
+    first = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in first.get('loc', ())) or 'record'}: {first['msg']}"
+
+
+def _iter_jsonl(path: Path, key_field: str, readonly: bool) -> Iterator[dict]:
+    """The JSON objects of a JSON Lines file, first of each ``key_field`` value (see Shard.iter_dicts)."""
+    hint = ("delete that line and rerun the command that wrote it" if readonly
+            else "delete that line (or the file) and rerun the same command to redo it")
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if readonly and not line.endswith("\n"):
+                break  # a partial record at the end: not (yet) a record
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PspoError(f"{path}:{lineno}: corrupt record ({exc.msg})", hint) from exc
+            key = obj.get(key_field)
+            if key is not None:
+                if key in seen:
+                    continue
+                seen.add(key)
+            yield obj
 
 
 class Shard:
@@ -116,57 +205,43 @@ class Shard:
         if size == 0:
             return 0
         with open(self.path, "rb") as fh:
-            # Find the last newline; everything after it is a partial record.
-            chunk = 1 << 16
-            end = size
-            last_nl = -1
-            while end > 0 and last_nl < 0:
-                start = max(0, end - chunk)
-                fh.seek(start)
-                data = fh.read(end - start)
-                idx = data.rfind(b"\n")
-                if idx >= 0:
-                    last_nl = start + idx
-                end = start
+            last_nl = _last_newline(fh, size)
         keep = last_nl + 1
         removed = size - keep
         if removed:
-            try:
-                with open(self.path, "r+b") as fh:
-                    fh.truncate(keep)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except OSError as exc:
-                raise _io_error(exc, self.path, "repairing") from exc
+            _truncate(self.path, keep)
             warn(f"{self.path}: removed a partial last record ({removed} bytes) left by an interrupted run")
         return removed
 
-    def iter_dicts(self) -> Iterator[dict]:
-        """Records in file order, first occurrence of each key only; unparsable lines are reported."""
-        self.repair()
-        if not self.path.exists():
-            return
-        seen: set[str] = set()
-        with open(self.path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise PspoError(
-                        f"{self.path}:{lineno}: corrupt record ({exc.msg})",
-                        "delete that line (or the file) and rerun the same command to redo it",
-                    ) from exc
-                key = obj.get(self.key_field)
-                if key is not None:
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                yield obj
+    def iter_dicts(self, *, readonly: bool = False) -> Iterator[dict]:
+        """Records in file order, first occurrence of each key only; unparsable lines are reported.
 
-    def read(self) -> list[dict]:
-        return list(self.iter_dicts())
+        ``readonly`` is for readers of a run another process may be writing (the report): a partial
+        last line (a write in flight, or a crash) is skipped instead of truncated as the writer does.
+        """
+        if not readonly:
+            self.repair()
+        if self.path.exists():
+            yield from _iter_jsonl(self.path, self.key_field, readonly)
+
+    def iter_records(self, model: type[M], *, readonly: bool = False) -> Iterator[M]:
+        """The records of :meth:`iter_dicts`, each validated as ``model`` (a record that is not one is an error)."""
+        for obj in self.iter_dicts(readonly=readonly):
+            try:
+                yield model.model_validate(obj)
+            except ValidationError as exc:
+                raise PspoError(f"{self.path}: record {obj.get(self.key_field)!r} is not a {model.__name__} "
+                                f"({_first_error(exc)})", "delete that line and rerun the command that wrote it") from None
+
+    @overload
+    def read(self) -> list[dict]: ...
+
+    @overload
+    def read(self, model: type[M]) -> list[M]: ...
+
+    def read(self, model: type[M] | None = None) -> list[dict] | list[M]:
+        """Every record: dicts, or validated as ``model`` when one is given."""
+        return list(self.iter_dicts()) if model is None else list(self.iter_records(model))
 
     def keys(self) -> set[str]:
         return {obj[self.key_field] for obj in self.iter_dicts() if self.key_field in obj}
@@ -184,22 +259,72 @@ class Shard:
         except OSError as exc:
             raise _io_error(exc, self.path, "writing") from exc
         try:
-            before = os.fstat(fd).st_size
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
-            except OSError as exc:
-                try:  # leave no partial record behind
-                    os.ftruncate(fd, before)
-                except OSError:
-                    pass
-                raise _io_error(exc, self.path, "writing") from exc
+            _write_or_roll_back(fd, data, self.path)
         finally:
             os.close(fd)
         return len(lines)
+
+
+def _holder(command: str) -> str:
+    """Who holds a run's lock, as a second process is told."""
+    return (f"pid {os.getpid()} on {socket.gethostname()} ({command or ' '.join(sys.argv[:3])}) "
+            f"since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+
+
+class HistoryEntry(BaseModel):
+    """One command that wrote the run (``manifest.json`` ``history``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    command: str | None = None
+    status: str | None = None  # running | complete | incomplete | interrupted | failed
+
+
+class RunManifest(BaseModel):
+    """``manifest.json`` as its readers see it (writers update the JSON object; see RunStore.update_manifest).
+
+    Every field is optional: a merged run, a run only judged, or one from an older version lacks some.
+    Fields other stages add (``judging``, ``judge_gold``, …) are kept.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str | None = None
+    created: str | None = None
+    ended: str | None = None
+    config: dict[str, Any] | None = None
+    config_hash: str | None = None
+    merged_config_hashes: list[str] | None = None
+    git_revision: str | None = None
+    system_prompt: str | None = None
+    versions: dict[str, Any] | None = None
+    dataset_checksums: dict[str, str | None] | None = None
+    backends: dict[str, Any] | None = None
+    history: list[HistoryEntry] | None = None
+    judging: Any = None
+    judge_gold: str | None = None
+
+    @property
+    def status(self) -> str | None:
+        """How the last command that wrote the run ended (None when none is recorded)."""
+        return self.history[-1].status if self.history else None
+
+    @property
+    def model_names(self) -> list[str]:
+        """The configured models' names, in the configured order."""
+        models = (self.config or {}).get("models") or []
+        return [m.get("name") for m in models if isinstance(m, dict)]
+
+
+def _release(fh: Any) -> None:
+    """Clear the holder line and unlock (the file stays: removing it would race a waiting locker)."""
+    try:
+        fh.seek(0)
+        fh.truncate()
+    except OSError:
+        pass
+    fcntl.flock(fh, fcntl.LOCK_UN)
+    fh.close()
 
 
 class LockHeld(PspoError):
@@ -230,26 +355,17 @@ class RunStore:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
-            raise LockHeld(
-                f"run directory {self.root} is in use by {holder}",
-                "wait for it to finish, or use another --out",
-            ) from None
-        info = f"pid {os.getpid()} on {socket.gethostname()} ({command or ' '.join(sys.argv[:3])}) since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            raise LockHeld(f"run directory {self.root} is in use by {holder}",
+                           "wait for it to finish, or use another --out") from None
         fh.seek(0)
         fh.truncate()
-        fh.write(info + "\n")
+        fh.write(_holder(command) + "\n")
         fh.flush()
         self._lock_fh = fh
         try:
             yield self
         finally:
-            try:
-                fh.seek(0)
-                fh.truncate()
-            except OSError:
-                pass
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            fh.close()
+            _release(fh)
             self._lock_fh = None
 
     # -- manifest ------------------------------------------------------------------------------
@@ -264,6 +380,13 @@ class RunStore:
             return json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise PspoError(f"{path} is not valid JSON ({exc.msg})", "restore it or start a new run directory") from exc
+
+    def manifest(self) -> RunManifest:
+        """The manifest, typed (an empty one when the run has none yet)."""
+        try:
+            return RunManifest.model_validate(self.read_manifest())
+        except ValidationError as exc:
+            raise PspoError(f"{self.manifest_path()}: {_first_error(exc)}", "restore it or start a new run directory") from None
 
     def write_manifest(self, manifest: dict) -> None:
         atomic_write_json(self.manifest_path(), manifest)
@@ -284,3 +407,8 @@ class RunStore:
         if not base.exists():
             return []
         return [Shard(p) for p in sorted(base.rglob("*.jsonl"))]
+
+    def read_records(self, subdir: str, model: type[M], *, readonly: bool = False) -> Iterator[M]:
+        """Every record of every shard under ``subdir`` (in path order), validated as ``model``."""
+        for shard in self.shards(subdir):
+            yield from shard.iter_records(model, readonly=readonly)

@@ -56,10 +56,10 @@ def _record(pid, idx, correct, extracted, *, category=None, finish="stop", token
 def test_metrics_one_sample_per_problem_uses_wilson():
     recs = [_record(f"p{i}", 0, i < 3, str(i)) for i in range(10)]
     row = summarize_group(recs)
-    assert row["accuracy"] == pytest.approx(0.3)
-    assert row["ci_method"] == "wilson"
-    assert row["ci95"] == pytest.approx(list(wilson_interval(3, 10)))
-    assert row["pass_at_k"] == {"1": pytest.approx(0.3)}
+    assert row.accuracy == pytest.approx(0.3)
+    assert row.ci_method == "wilson"
+    assert row.ci95 == pytest.approx(list(wilson_interval(3, 10)))
+    assert row.pass_at_k == {"1": pytest.approx(0.3)}
 
 
 def test_metrics_several_samples_pass_and_maj_by_hand():
@@ -70,27 +70,27 @@ def test_metrics_several_samples_pass_and_maj_by_hand():
         _record("p3", 0, False, None), _record("p3", 1, False, None), _record("p3", 2, False, None), _record("p3", 3, False, None, finish="length"),
     ]
     row = summarize_group(recs)
-    assert row["samples_per_problem"] == 4 and row["problems"] == 3
-    assert row["accuracy"] == pytest.approx(4 / 12)
+    assert row.samples_per_problem == 4 and row.problems == 3
+    assert row.accuracy == pytest.approx(4 / 12)
     for k in (1, 2, 4):
         expected = (pass_at_k(4, 3, k) + pass_at_k(4, 1, k) + pass_at_k(4, 0, k)) / 3
-        assert row["pass_at_k"][str(k)] == pytest.approx(expected)
+        assert row.pass_at_k[str(k)] == pytest.approx(expected)
     # maj@4: p1 majority 5 (correct), p2 majority 3 (wrong), p3 nothing -> 1/3.
-    assert row["maj_at_k"]["4"] == pytest.approx(1 / 3)
-    assert row["maj_at_k"]["2"] == pytest.approx(
+    assert row.maj_at_k["4"] == pytest.approx(1 / 3)
+    assert row.maj_at_k["2"] == pytest.approx(
         (maj_at_k(["5", "5", "7", "5"], [True, True, False, True], 2) + maj_at_k(["2", "3", "3", "3"], [True, False, False, False], 2)) / 3
     )
-    assert row["truncation_rate"] == pytest.approx(1 / 12)
-    assert row["ci_method"] == "bootstrap-problems"
-    assert row["ci95"][0] <= row["accuracy"] <= row["ci95"][1]
+    assert row.truncation_rate == pytest.approx(1 / 12)
+    assert row.ci_method == "bootstrap-problems"
+    assert row.ci95[0] <= row.accuracy <= row.ci95[1]
 
 
 def test_metrics_breakdowns_and_throughput():
     recs = [_record("a", 0, True, "1", category="x"), _record("b", 0, False, "2", category="x"),
             _record("c", 0, True, "1", category="y")]
     row = summarize_group(recs)
-    assert row["by_category"] == {"x": {"n": 2, "accuracy": 0.5}, "y": {"n": 1, "accuracy": 1.0}}
-    assert row["samples_per_second"] == pytest.approx(3 / 1.5)
+    assert row.model_dump()["by_category"] == {"x": {"n": 2, "accuracy": 0.5}, "y": {"n": 1, "accuracy": 1.0}}
+    assert row.samples_per_second == pytest.approx(3 / 1.5)
 
 
 def test_parse_shard_and_model_specs():
@@ -269,4 +269,4 @@ def test_shards_merge_into_the_full_run(clean_run, tmp_path):
     assert len(_records(tmp_path / "m")) == 12
     merged = compute_results(RunStore(tmp_path / "m"))
     clean = json.loads((clean_run / "results.json").read_text())
-    assert [(r["dataset"], r["accuracy"]) for r in merged["rows"]] == [(r["dataset"], r["accuracy"]) for r in clean["rows"]]
+    assert [(r["dataset"], r["accuracy"]) for r in merged.to_json()["rows"]] == [(r["dataset"], r["accuracy"]) for r in clean["rows"]]

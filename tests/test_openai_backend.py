@@ -52,7 +52,7 @@ def test_requests_carry_sampling_seed_and_key_and_results_are_graded(tmp_path, m
     assert len(recs) == 6
     by_id = {r["problem_id"]: r for r in recs}
     assert by_id["q1"]["correct"] and not by_id["q2"]["correct"]
-    assert results["rows"][0]["accuracy"] == pytest.approx(2 / 6)
+    assert results.rows[0].accuracy == pytest.approx(2 / 6)
     # The key is never written anywhere in the run directory.
     for f in (tmp_path / "run").rglob("*"):
         if f.is_file():

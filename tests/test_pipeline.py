@@ -132,7 +132,7 @@ def test_pipeline_end_to_end_then_a_failed_stage_is_redone_alone(tiny, tmp_path)
     md = (report.out / "report.md").read_text()
     for name in ("base", "pspo", "clip"):
         assert f"| {name} " in md or f"| **{name}" in md, name
-    rows = {(r["model"], r["dataset"]): r for r in out["results"]["rows"]}
+    rows = {(r["model"], r["dataset"]): r for r in out["results"].to_json()["rows"]}
     assert set(rows) == {(m, "gsm8k") for m in ("base", "pspo", "clip")}
     assert all(r["samples"] == 2 for r in rows.values())
 

@@ -88,6 +88,13 @@ def test_table1_dash_without_greedy_setting_and_average_only_with_all_four(tmp_p
     assert cells[("partial", gsm)].bold  # 100 % is the best GSM8K value
 
 
+def test_table1_of_datasets_outside_the_paper_has_no_average(tmp_path):
+    # A user's own dataset only: no average column (it used to divide by zero).
+    coll = load_runs([write_run(tmp_path / "run", greedy("base", "mine", pattern(4, 3)))])
+    table = accuracy_table(coll)
+    assert "Avg." not in table.columns and _cells(table)[("base", table.columns[1])].text == "75.0"
+
+
 def test_models_are_grouped_by_base_model_size(tmp_path):
     rows = greedy("big", "gsm8k", pattern(4, 2), model_id="Qwen/Qwen2.5-1.5B-Instruct")
     rows += greedy("small", "gsm8k", pattern(4, 1), model_id="smollm2-135m-instruct")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -65,23 +66,31 @@ def evaluate(
     record per sample) and RUN_DIR/results.json, and prints the results table. Killing it at any
     moment and running the same command again continues where it stopped.
     """
-    from pydantic import ValidationError
-
-    from pspo_eval.config import describe_validation_error
     from pspo_eval.console import out_console
-    from pspo_eval.data import resolve_datasets
-    from pspo_eval.evaluate import (
-        BackendConfig,
-        EvalConfig,
-        ModelSpec,
-        SamplingConfig,
-        discover_checkpoints,
-        parse_model_specs,
-        parse_shard,
-        run_evaluate,
-    )
-    from pspo_eval.generation.prompts import PromptConfig, load_prompt_file
+    from pspo_eval.evaluate import BackendConfig, SamplingConfig, run_evaluate
     from pspo_eval.metrics import results_table
+
+    specs = _model_specs(model, checkpoints, backend, api_model)
+    prompt_fields = _prompt_fields(system_prompt, prompt_file, math500_boxed, chat_template, fewshot)
+    config = _eval_config(
+        specs, datasets, source, dataset_file, limit, shard, prompt_fields,
+        lambda: SamplingConfig(temperatures=_floats(temperature), samples=samples, top_p=top_p,
+                               max_new_tokens=max_new_tokens,
+                               max_new_tokens_per_dataset=_per_dataset(max_new_tokens_for), seed=seed),
+        lambda: BackendConfig(name=backend, batch_size=batch_size, dtype=dtype, device=device, decoder=decoder,
+                              trust_remote_code=trust_remote_code, base_url=base_url, api_model=api_model,
+                              api_key_env=api_key_env, concurrency=concurrency,
+                              tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization),
+    )
+    _check_backend(backend, base_url, api_model)
+    results = run_evaluate(config, out)
+    out_console.print(results_table(results, title=f"results: {out}"))
+    out_console.print(f"results: {out / 'results.json'}")
+
+
+def _model_specs(model: list[str], checkpoints: list[Path], backend: str, api_model: str | None) -> list:
+    """--model and --checkpoints; a served model alone (--backend openai --api-model) needs neither."""
+    from pspo_eval.evaluate import ModelSpec, discover_checkpoints, parse_model_specs
 
     specs = parse_model_specs(model)
     for directory in checkpoints:
@@ -90,55 +99,61 @@ def evaluate(
         specs = [ModelSpec(name=api_model.rstrip("/").split("/")[-1], ref=api_model)]
     if not specs:
         raise PspoError("no model to evaluate", "give --model NAME=PATH (repeatable) or --checkpoints DIR")
-    prompt_fields: dict = {"math500_boxed": math500_boxed, "chat_template": chat_template, "fewshot": fewshot}
+    return specs
+
+
+def _prompt_fields(system_prompt: str | None, prompt_file: Path | None, math500_boxed: bool, chat_template: str,
+                   fewshot: int) -> dict:
+    """The PromptConfig fields the options set (a --prompt-file overrides the single options)."""
+    from pspo_eval.generation.prompts import load_prompt_file
+
+    fields: dict = {"math500_boxed": math500_boxed, "chat_template": chat_template, "fewshot": fewshot}
     if system_prompt:
-        prompt_fields["system"] = system_prompt
+        fields["system"] = system_prompt
     if prompt_file:
-        prompt_fields.update(load_prompt_file(prompt_file))
+        fields.update(load_prompt_file(prompt_file))
     if chat_template not in {"auto", "always", "never"}:
         raise PspoError(f"--chat-template '{chat_template}' is not one of auto, always, never")
+    return fields
+
+
+def _eval_config(specs: list, datasets: str | None, source: str, dataset_file: Path | None, limit: int | None,
+                 shard: str | None, prompt_fields: dict, sampling: Callable, backend: Callable):
+    """The EvalConfig of the options; a value pydantic refuses becomes one line naming the option.
+
+    ``sampling`` and ``backend`` build their sub-configs inside the ``try``, so that their validation
+    errors are reported the same way.
+    """
+    from pydantic import ValidationError
+
+    from pspo_eval.config import describe_validation_error
+    from pspo_eval.data import resolve_datasets
+    from pspo_eval.evaluate import EvalConfig, parse_shard
+    from pspo_eval.generation.prompts import PromptConfig
+
+    file = str(dataset_file) if dataset_file else None
     try:
-        config = EvalConfig(
+        return EvalConfig(
             models=specs,
             datasets=resolve_datasets(datasets if datasets is not None else ("" if dataset_file else "gsm8k"),
-                                      source=source, dataset_file=str(dataset_file) if dataset_file else None),
+                                      source=source, dataset_file=file),
             source=source,
-            dataset_file=str(dataset_file) if dataset_file else None,
+            dataset_file=file,
             limit=limit,
             shard=parse_shard(shard),
-            sampling=SamplingConfig(
-                temperatures=_floats(temperature),
-                samples=samples,
-                top_p=top_p,
-                max_new_tokens=max_new_tokens,
-                max_new_tokens_per_dataset=_per_dataset(max_new_tokens_for),
-                seed=seed,
-            ),
+            sampling=sampling(),
             prompt=PromptConfig(**prompt_fields),
-            backend=BackendConfig(
-                name=backend,
-                batch_size=batch_size,
-                dtype=dtype,
-                device=device,
-                decoder=decoder,
-                trust_remote_code=trust_remote_code,
-                base_url=base_url,
-                api_model=api_model,
-                api_key_env=api_key_env,
-                concurrency=concurrency,
-                tensor_parallel_size=tensor_parallel_size,
-                gpu_memory_utilization=gpu_memory_utilization,
-            ),
+            backend=backend(),
         )
     except ValidationError as exc:
         raise PspoError(f"invalid option {describe_validation_error(exc)}", "see pspo-eval evaluate --help") from None
+
+
+def _check_backend(backend: str, base_url: str | None, api_model: str | None) -> None:
     if backend not in {"hf", "vllm", "openai"}:
         raise PspoError(f"unknown backend '{backend}'", "use hf, vllm or openai")
     if backend == "openai" and not (base_url and api_model):
         raise PspoError("--backend openai needs --base-url and --api-model", "e.g. --base-url http://127.0.0.1:8000/v1 --api-model my-model")
-    results = run_evaluate(config, out)
-    out_console.print(results_table(results, title=f"results: {out}"))
-    out_console.print(f"results: {out / 'results.json'}")
 
 
 def merge(

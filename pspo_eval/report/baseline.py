@@ -87,17 +87,17 @@ def from_run(run_dir: str | Path, models: list[str] | None = None) -> Baseline:
             if group is None:
                 continue
             recs = group.greedy()
-            entry.datasets[d] = DatasetBaseline(group.setting, recs[0].get("max_new_tokens") if recs else None,
-                                                {r["problem_id"]: bool(r["correct"]) for r in recs})
+            entry.datasets[d] = DatasetBaseline(group.setting, recs[0].max_new_tokens if recs else None,
+                                                {r.problem_id: r.correct for r in recs})
         if entry.datasets:
             out[m.label] = entry
     if not out:
         raise PspoError(f"{run_dir} has no greedy (temperature 0) samples",
                         "a baseline pairs greedy answers: evaluate with --temperature 0 (the default)")
     manifest = coll.runs[0].manifest
-    source = {"run": str(Path(run_dir)), "config_hash": manifest.get("config_hash"),
-              "git_revision": manifest.get("git_revision"), "dataset_checksums": manifest.get("dataset_checksums") or {},
-              "versions": manifest.get("versions") or {}, "ended": manifest.get("ended")}
+    source = {"run": str(Path(run_dir)), "config_hash": manifest.config_hash,
+              "git_revision": manifest.git_revision, "dataset_checksums": manifest.dataset_checksums or {},
+              "versions": manifest.versions or {}, "ended": manifest.ended}
     return Baseline(str(run_dir), source, out)
 
 

@@ -47,23 +47,51 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", moment)
 
 
+@dataclass
+class _Inputs:
+    """What every section builder reads: the runs, the baseline, display names, colours, greedy summaries."""
+
+    coll: Collection
+    train_runs: list
+    base: ModelRef
+    names: list[str]
+    colors: dict[str, str]
+    titles: dict[str, str]
+    summaries: dict
+    n_boot: int
+    seed: int
+    alpha: float
+
+
 def build_report(runs: Sequence[str | Path], *, train: Sequence[str | Path] = (), baseline: str | None = None,
                  title: str | None = None, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> Report:
-    """Build the report document (no file is written)."""
+    """Build the report document (no file is written): one function per section, in page order."""
     from pspo_eval import __version__
-    from pspo_eval.report import plots
-    from pspo_eval.report.judging import judge_section
-    from pspo_eval.report.tables import (
-        accuracy_table,
-        breakdown_table,
-        comparison_table,
-        crosstab,
-        greedy_summaries,
-        sampling_summaries,
-        sampling_table,
-    )
-    from pspo_eval.report.training import load_train_dirs, present_panels, training_table
     from pspo_eval.report.uncertain import uncertain_section
+
+    inp = _inputs(runs, train, baseline, n_boot=n_boot, seed=seed, alpha=alpha)
+    coll, base = inp.coll, inp.base
+    sections = [_accuracy_section(inp), uncertain_section(coll), _sampling_section(inp)]
+    judge, judges = _judges_section(inp)
+    sections += [judge, _comparison_section(inp), _breakdowns_section(inp)]
+    if inp.train_runs:
+        sections.append(_training_section(inp))
+    warnings = list(coll.warnings)
+    provenance = _provenance(coll, inp.train_runs, judges, base, __version__)
+    for run in provenance["runs"]:
+        if run.get("status") not in (None, "complete"):
+            warnings.append(f"run {run['name']} is {run['status']}: its last command did not finish; the tables "
+                            "cover the records stored so far.")
+    subtitle = (f"{len(coll.runs)} run(s): {', '.join(r.name for r in coll.runs)} · generated {provenance['generated']} "
+                f"· pspo-eval {__version__}")
+    return Report(title or "PSPO evaluation report", subtitle, sections, _highlights(inp), provenance, warnings)
+
+
+def _inputs(runs: Sequence[str | Path], train: Sequence[str | Path], baseline: str | None, *, n_boot: int, seed: int,
+            alpha: float) -> _Inputs:
+    from pspo_eval.report import plots
+    from pspo_eval.report.tables import greedy_summaries
+    from pspo_eval.report.training import load_train_dirs
 
     coll = load_runs(list(runs))
     train_runs = load_train_dirs(list(train))
@@ -74,95 +102,122 @@ def build_report(runs: Sequence[str | Path], *, train: Sequence[str | Path] = ()
         same = [n for n in names if n.lower() == run.label.lower()]
         colors[run.label] = colors[same[0]] if same else plots.PALETTE[len(colors) % len(plots.PALETTE)]
     titles = {d: dataset_title(d) for d in coll.datasets()}
-    summaries = greedy_summaries(coll)
-    sections: list[Section] = []
+    return _Inputs(coll, train_runs, base, names, colors, titles, greedy_summaries(coll), n_boot, seed, alpha)
 
-    # Table 1.
+
+def _accuracy_section(inp: _Inputs) -> Section:
+    """Table 1 and its bar chart."""
+    from pspo_eval.report import plots
+    from pspo_eval.report.tables import accuracy_table
+
+    coll, summaries = inp.coll, inp.summaries
     acc = Section("accuracy", "Accuracy", "Greedy decoding (temperature 0), first sample of every problem; "
                   "all numbers are recomputed from the stored sample records.")
     acc.tables.append(accuracy_table(coll, summaries))
     if summaries:
-        values = {(m.name, d): (s["accuracy"], *s["ci95"]) for m in coll.models for d in coll.datasets()
+        values = {(m.name, d): (s.accuracy, *s.ci95) for m in coll.models for d in coll.datasets()
                   if (s := summaries.get((m.key, d)))}
         acc.figures.append(Figure("accuracy", "Greedy pass@1 per dataset",
-                                  plots.accuracy_bars(coll.datasets(), titles, names, values, colors),
+                                  plots.accuracy_bars(coll.datasets(), inp.titles, inp.names, values, inp.colors),
                                   "Greedy pass@1 per dataset with Wilson 95% intervals."))
     else:
         acc.notes.append("No model has a greedy (temperature 0) setting: Table 1 is empty by design.")
-    sections.append(acc)
-    sections.append(uncertain_section(coll))  # the least certain verdicts per model (report/uncertain.py)
+    return acc
 
-    # Sampling.
-    samp = sampling_summaries(coll)
+
+def _sampling_section(inp: _Inputs) -> Section:
+    """Every sampling setting: the table, and curves versus temperature when there are several."""
+    from pspo_eval.report.tables import sampling_summaries, sampling_table
+
+    samp = sampling_summaries(inp.coll)
     sampling = Section("sampling", "Sampling", "Every sampling setting of every model: accuracy over all samples, "
                        "pass@k and maj@k when several samples per problem were drawn, and response length.")
     sampling.tables.append(sampling_table(samp))
-    temps = coll.temperatures()
+    temps = inp.coll.temperatures()
     if len(temps) > 1:
-        series: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        kmax = max(s["samples_per_problem"] for *_, s in samp)
-        kplot = max(k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if k <= kmax)
-        for m, d, t, s in samp:
-            series.setdefault((m.name, d), []).append({
-                "t": t, "acc": 100 * s["accuracy"], "low": 100 * s["ci95"][0], "high": 100 * s["ci95"][1],
-                "pass": 100 * s["pass_at_k"][str(kplot)] if str(kplot) in s["pass_at_k"] else None,
-                "tokens": s["mean_completion_tokens"]})
-        for pts in series.values():
-            pts.sort(key=lambda p: p["t"])
-        ds = coll.datasets()
-        sampling.figures.append(Figure("sampling_accuracy", "Accuracy versus temperature",
-                                       plots.temperature_curves(ds, titles, names, series, colors, "acc", "accuracy (%)",
-                                                                band=True),
-                                       "Accuracy over all samples versus temperature (band: 95% CI)."))
-        if kplot > 1:
-            sampling.figures.append(Figure(f"sampling_pass_at_{kplot}", f"pass@{kplot} versus temperature",
-                                           plots.temperature_curves(ds, titles, names, series, colors, "pass",
-                                                                    f"pass@{kplot} (%)"),
-                                           f"Unbiased pass@{kplot} versus temperature (k = the largest power of two "
-                                           "every setting has samples for; greedy settings have k = 1 and are left out)."))
-        sampling.figures.append(Figure("sampling_length", "Mean response length versus temperature",
-                                       plots.temperature_curves(ds, titles, names, series, colors, "tokens", "tokens"),
-                                       "Mean completion length (tokens) versus temperature."))
+        sampling.figures += _temperature_figures(inp, samp)
     else:
         sampling.notes.append(f"Only one temperature (T={temps[0]:g}) was evaluated: no temperature curves.")
-    sections.append(sampling)
+    return sampling
 
-    # Judges.
-    judged = judge_section(coll, n_boot=n_boot, seed=seed)
+
+def _temperature_figures(inp: _Inputs, samp: list) -> list[Figure]:
+    from pspo_eval.report import plots
+
+    series: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    kmax = max(s.samples_per_problem for *_, s in samp)
+    kplot = max(k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if k <= kmax)
+    for m, d, t, s in samp:
+        series.setdefault((m.name, d), []).append({
+            "t": t, "acc": 100 * s.accuracy, "low": 100 * s.ci95[0], "high": 100 * s.ci95[1],
+            "pass": 100 * s.pass_at_k[str(kplot)] if str(kplot) in s.pass_at_k else None,
+            "tokens": s.mean_completion_tokens})
+    for pts in series.values():
+        pts.sort(key=lambda p: p["t"])
+    ds, titles, names, colors = inp.coll.datasets(), inp.titles, inp.names, inp.colors
+    figures = [Figure("sampling_accuracy", "Accuracy versus temperature",
+                      plots.temperature_curves(ds, titles, names, series, colors, "acc", "accuracy (%)", band=True),
+                      "Accuracy over all samples versus temperature (band: 95% CI).")]
+    if kplot > 1:
+        figures.append(Figure(f"sampling_pass_at_{kplot}", f"pass@{kplot} versus temperature",
+                              plots.temperature_curves(ds, titles, names, series, colors, "pass", f"pass@{kplot} (%)"),
+                              f"Unbiased pass@{kplot} versus temperature (k = the largest power of two "
+                              "every setting has samples for; greedy settings have k = 1 and are left out)."))
+    figures.append(Figure("sampling_length", "Mean response length versus temperature",
+                          plots.temperature_curves(ds, titles, names, series, colors, "tokens", "tokens"),
+                          "Mean completion length (tokens) versus temperature."))
+    return figures
+
+
+def _judges_section(inp: _Inputs) -> tuple[Section, list[dict]]:
+    """The judge tables (report/judging.py) and the score panels; also the judges for the provenance."""
+    from pspo_eval.report import plots
+    from pspo_eval.report.judging import judge_section
+
+    judged = judge_section(inp.coll, n_boot=inp.n_boot, seed=inp.seed)
     judge = Section("judges", "LLM judges", "Rubric scores, flags, pairwise preferences and agreement from the "
                     "judgments stored in the runs (pspo-eval judge).")
     if judged is None:
         judge.notes.append("No judgments in these runs (pspo-eval judge --run RUN_DIR adds them).")
-    else:
-        judge.tables += judged.tables
-        by_rubric: dict[tuple[str, str], list[dict]] = {}
-        for row in judged.scores:
-            by_rubric.setdefault((row["judge"], row["rubric"]), []).append(row)
-        panels = []
-        for (jname, rubric), rows in list(by_rubric.items())[:6]:
-            criteria = list(dict.fromkeys(r["criterion"] for r in rows))
-            values = {(r["model"], r["criterion"]): (r["mean"], r["ci_low"], r["ci_high"]) for r in rows}
-            panels.append((f"{jname} · {rubric}", criteria, values, judged.scales.get((jname, rubric))))
-        if panels:
-            judge.figures.append(Figure("judge_scores", "Judge scores per criterion",
-                                        plots.judge_scores(panels, names, colors),
-                                        "Mean judge score per criterion and model with a bootstrap 95% CI over "
-                                        "items; one panel per judge and rubric."))
-    sections.append(judge)
+        return judge, []
+    judge.tables += judged.tables
+    by_rubric: dict[tuple[str, str], list[dict]] = {}
+    for row in judged.scores:
+        by_rubric.setdefault((row["judge"], row["rubric"]), []).append(row)
+    panels = []
+    for (jname, rubric), rows in list(by_rubric.items())[:6]:
+        criteria = list(dict.fromkeys(r["criterion"] for r in rows))
+        values = {(r["model"], r["criterion"]): (r["mean"], r["ci_low"], r["ci_high"]) for r in rows}
+        panels.append((f"{jname} · {rubric}", criteria, values, judged.scales.get((jname, rubric))))
+    if panels:
+        judge.figures.append(Figure("judge_scores", "Judge scores per criterion",
+                                    plots.judge_scores(panels, inp.names, inp.colors),
+                                    "Mean judge score per criterion and model with a bootstrap 95% CI over "
+                                    "items; one panel per judge and rubric."))
+    return judge, judged.judges
 
-    # Comparison with the baseline.
+
+def _comparison_section(inp: _Inputs) -> Section:
+    from pspo_eval.report.tables import comparison_table
+
     comp = Section("comparison", "Comparison with the baseline",
-                   f"Paired on the same problems: each model against the baseline {base.name}.")
-    if len(coll.models) > 1:
-        comp.tables.append(comparison_table(coll, base, n_boot=n_boot, seed=seed, alpha=alpha))
+                   f"Paired on the same problems: each model against the baseline {inp.base.name}.")
+    if len(inp.coll.models) > 1:
+        comp.tables.append(comparison_table(inp.coll, inp.base, n_boot=inp.n_boot, seed=inp.seed, alpha=inp.alpha))
     else:
         comp.notes.append("Only one model in these runs: nothing to compare.")
-    sections.append(comp)
+    return comp
 
-    # Breakdowns.
+
+def _breakdowns_section(inp: _Inputs) -> Section:
+    """Per category and level; the MATH-500 subject × level heat map."""
+    from pspo_eval.report import plots
+    from pspo_eval.report.tables import breakdown_table, crosstab
+
+    coll = inp.coll
     brk = Section("breakdowns", "Breakdowns", "Greedy accuracy per problem category and level, where the dataset "
                   "has them (MATH-500: subject and difficulty level 1–5).")
-    table = breakdown_table(coll, summaries)
+    table = breakdown_table(coll, inp.summaries)
     if table is not None:
         brk.tables.append(table)
     else:
@@ -177,42 +232,40 @@ def build_report(runs: Sequence[str | Path], *, train: Sequence[str | Path] = ()
                                                  "MATH-500 greedy accuracy (%) by subject × level"),
                                   "Greedy accuracy per MATH-500 subject and level; each cell shows the accuracy "
                                   "and the number of problems in it."))
-    sections.append(brk)
+    return brk
 
-    # Training curves.
-    if train_runs:
-        tr = Section("training", "Training curves", "From the trainers' metrics.jsonl, one line per run (method); "
-                     "panels appear for the quantities at least one trainer logged.")
-        tr.tables.append(training_table(train_runs))
-        curves = present_panels(train_runs)
-        if curves:
-            tr.figures.append(Figure("training_curves", "Training curves",
-                                     plots.training_curves(train_runs, curves, colors),
-                                     "Trainer metrics per optimizer step (faint: raw; solid: moving average "
-                                     "for long runs)."))
-        else:
-            tr.notes.append("The trainers' metrics.jsonl files hold no steps yet.")
-        sections.append(tr)
 
-    highlights = [("Baseline", base.name), ("Models", str(len(coll.models))),
-                  ("Datasets", ", ".join(titles[d] for d in coll.datasets()))]
+def _training_section(inp: _Inputs) -> Section:
+    from pspo_eval.report import plots
+    from pspo_eval.report.training import present_panels, training_table
+
+    tr = Section("training", "Training curves", "From the trainers' metrics.jsonl, one line per run (method); "
+                 "panels appear for the quantities at least one trainer logged.")
+    tr.tables.append(training_table(inp.train_runs))
+    curves = present_panels(inp.train_runs)
+    if curves:
+        tr.figures.append(Figure("training_curves", "Training curves",
+                                 plots.training_curves(inp.train_runs, curves, inp.colors),
+                                 "Trainer metrics per optimizer step (faint: raw; solid: moving average "
+                                 "for long runs)."))
+    else:
+        tr.notes.append("The trainers' metrics.jsonl files hold no steps yet.")
+    return tr
+
+
+def _highlights(inp: _Inputs) -> list[tuple[str, str]]:
+    """The cards at the top of the page."""
+    coll, summaries = inp.coll, inp.summaries
+    highlights = [("Baseline", inp.base.name), ("Models", str(len(coll.models))),
+                  ("Datasets", ", ".join(inp.titles[d] for d in coll.datasets()))]
     if summaries:
-        problems = {d: max(s["problems"] for (k, dd), s in summaries.items() if dd == d)
+        problems = {d: max(s.problems for (k, dd), s in summaries.items() if dd == d)
                     for d in coll.datasets() if any(dd == d for (_, dd) in summaries)}
         highlights.append(("Problems (greedy)", str(sum(problems.values()))))
-    highlights.append(("Temperatures", ", ".join(f"T = {t:g}" for t in temps)))
-    if train_runs:
-        highlights.append(("Training runs", str(len(train_runs))))
-
-    warnings = list(coll.warnings)
-    provenance = _provenance(coll, train_runs, judged.judges if judged else [], base, __version__)
-    for run in provenance["runs"]:
-        if run.get("status") not in (None, "complete"):
-            warnings.append(f"run {run['name']} is {run['status']}: its last command did not finish; the tables "
-                            "cover the records stored so far.")
-    subtitle = (f"{len(coll.runs)} run(s): {', '.join(r.name for r in coll.runs)} · generated {provenance['generated']} "
-                f"· pspo-eval {__version__}")
-    return Report(title or "PSPO evaluation report", subtitle, sections, highlights, provenance, warnings)
+    highlights.append(("Temperatures", ", ".join(f"T = {t:g}" for t in coll.temperatures())))
+    if inp.train_runs:
+        highlights.append(("Training runs", str(len(inp.train_runs))))
+    return highlights
 
 
 def _level_key(value: str) -> tuple:
@@ -224,20 +277,19 @@ def _provenance(coll: Collection, train_runs: list, judges: list[dict], base: Mo
     runs = []
     for index, run in enumerate(coll.runs):
         manifest = run.manifest
-        history = manifest.get("history") or []
         models = [m for m in coll.models if m.run_index == index]
         samples = sum(len(g.records) for (key, _, _), g in coll.groups.items() if key[0] == index)
         runs.append({
-            "name": run.name, "path": str(run.path), "config_hash": manifest.get("config_hash"),
-            "merged_config_hashes": manifest.get("merged_config_hashes"),
-            "git_revision": manifest.get("git_revision"), "created": manifest.get("created"),
-            "ended": manifest.get("ended"), "status": history[-1].get("status") if history else None,
+            "name": run.name, "path": str(run.path), "config_hash": manifest.config_hash,
+            "merged_config_hashes": manifest.merged_config_hashes,
+            "git_revision": manifest.git_revision, "created": manifest.created,
+            "ended": manifest.ended, "status": manifest.status,
             "samples": samples,
             "models": [{"name": m.name, "label": m.label, "model_id": m.model_id, "size": m.size} for m in models],
             "settings": sorted({g.setting for (key, _, _), g in coll.groups.items() if key[0] == index}),
-            "dataset_checksums": manifest.get("dataset_checksums"), "versions": manifest.get("versions"),
-            "backends": manifest.get("backends"), "system_prompt": manifest.get("system_prompt"),
-            "judging": manifest.get("judging"),
+            "dataset_checksums": manifest.dataset_checksums, "versions": manifest.versions,
+            "backends": manifest.backends, "system_prompt": manifest.system_prompt,
+            "judging": manifest.judging,
         })
     return {
         "generated": _now(), "pspo_eval": version, "baseline": base.name, "runs": runs, "judges": judges,
@@ -286,33 +338,13 @@ def _previous_files(out: Path) -> set[str]:
 
 
 def _write(path: Path, content: str | bytes) -> None:
-    """Write one output file atomically (temp file, fsync, rename), readable by all like any other file.
+    """Write one output file atomically, readable by all like any other file the user creates.
 
-    (A plain temp file is created private, 0600; a report is meant to be shared, served or committed.)
+    (A report is meant to be shared, served or committed: the umask decides, as for a plain open().)
     """
-    import tempfile
+    from pspo_eval.store import atomic_write_bytes
 
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise PspoError(f"cannot write {path}: {exc.strerror}", "choose another --out") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise PspoError(f"cannot write {path}: {exc.strerror}", "choose another --out") from exc
+    atomic_write_bytes(path, content.encode("utf-8") if isinstance(content, str) else content, mode=None)
 
 
 def make_report(runs: Sequence[str | Path], out: str | Path, **options: Any) -> ReportResult:

@@ -39,10 +39,43 @@ def _clean(value: Any) -> Any:
 
 
 def judge_section(coll: Collection, *, n_boot: int = 2000, bt_boot: int = 500, seed: int = 0) -> JudgeSection | None:
-    """All judge tables for the runs that hold judgments, or None when none does."""
+    """All judge tables for the runs that hold judgments, or None when none does (one function per table)."""
+    from pspo_eval.judge.aggregate import aggregate
+
+    frame = _judgments(coll)
+    if frame is None:
+        return None
+    agg = aggregate(frame, n_boot=n_boot, bt_boot=bt_boot, seed=seed)
+    section = JudgeSection(frames=agg.tables())
+    model_order = [m.name for m in coll.models]
+
+    def models_of(df) -> list[str]:
+        present = list(dict.fromkeys(df["model"]))
+        return [m for m in model_order if m in present] + [m for m in present if m not in model_order]
+
+    for column in ("rubric_version", "rubric_hash", "structured"):  # judgments written before these fields
+        if column not in frame.columns:
+            frame[column] = None
+    section.judges = _judge_provenance(frame)
+    section.scales = _scales(frame)
+    for table in (_outcomes_table(agg), _scores_table(agg, models_of, section.scores), _flags_table(agg, models_of)):
+        if table is not None:
+            section.tables.append(table)
+    # Pairwise, Bradley–Terry, length, panels.
+    section.tables += _pairwise_tables(agg)
+    section.tables += _panel_tables(agg)
+    # Agreement between judges, of each judge with itself, with the gold judge; contradictions.
+    section.tables += _agreement_tables(agg)
+    section.tables += _gold_tables(coll, frame, n_boot=n_boot, seed=seed)
+    section.tables += _contradiction_tables(agg)
+    return section
+
+
+def _judgments(coll: Collection) -> Any:
+    """Every run's judgments in one frame, model labels mapped to the report's display names; None if none."""
     import pandas as pd
 
-    from pspo_eval.judge.aggregate import aggregate, load_judgments
+    from pspo_eval.judge.aggregate import load_judgments
 
     frames = []
     for index, run in enumerate(coll.runs):
@@ -59,110 +92,108 @@ def judge_section(coll: Collection, *, n_boot: int = 2000, bt_boot: int = 500, s
         frames.append(frame)
     if not frames:
         return None
-    frame = pd.concat(frames, ignore_index=True)
-    agg = aggregate(frame, n_boot=n_boot, bt_boot=bt_boot, seed=seed)
-    section = JudgeSection(frames=agg.tables())
-    model_order = [m.name for m in coll.models]
+    return pd.concat(frames, ignore_index=True)
 
-    def models_of(df) -> list[str]:
-        present = list(dict.fromkeys(df["model"]))
-        return [m for m in model_order if m in present] + [m for m in present if m not in model_order]
 
-    # Provenance: every (judge, rubric, version, hash) seen.
-    for column in ("rubric_version", "rubric_hash", "structured"):
-        if column not in frame.columns:
-            frame[column] = None
+def _judge_provenance(frame: Any) -> list[dict[str, Any]]:
+    """Every (judge, rubric, version, hash) seen, with its item count and structured-output modes."""
+    judges = []
     keys = frame[["judge", "rubric", "rubric_version", "rubric_hash"]].astype(str)
     for (judge, rubric, version, rhash), group in frame.groupby([keys[c] for c in keys.columns], sort=True):
-        section.judges.append({"judge": judge, "rubric": rubric, "rubric_version": version, "rubric_hash": rhash,
-                               "items": int(len(group)),
-                               "structured": sorted({s for s in group["structured"] if isinstance(s, str)})})
+        judges.append({"judge": judge, "rubric": rubric, "rubric_version": version, "rubric_hash": rhash,
+                       "items": int(len(group)),
+                       "structured": sorted({s for s in group["structured"] if isinstance(s, str)})})
+    return judges
 
+
+def _scales(frame: Any) -> dict[tuple[str, str], tuple[int, int]]:
+    """The score range of each (judge, rubric), from the first judgment that states one."""
+    scales = {}
     for (judge, rubric), group in frame.groupby(["judge", "rubric"], sort=True):
         for scale in group["scale"]:
             if isinstance(scale, dict) and scale:
-                section.scales[(judge, rubric)] = (min(v[0] for v in scale.values()), max(v[1] for v in scale.values()))
+                scales[(judge, rubric)] = (min(v[0] for v in scale.values()), max(v[1] for v in scale.values()))
                 break
+    return scales
 
-    # Outcomes: every typed failure counted.
+
+def _outcomes_table(agg: Any) -> Table | None:
+    """Every typed failure counted."""
     outcomes = agg.outcomes
-    if not outcomes.empty:
-        rows, records = [], []
-        for _, r in outcomes.iterrows():
-            failures = sum(int(r[f]) for f in FAILURES)
-            rows.append([Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["model"])), Cell(str(int(r["n"]))),
-                         Cell(str(int(r["ok"])))] + [Cell(str(int(r[f])) if int(r[f]) else "0") for f in FAILURES]
-                        + [Cell(str(failures), bold=failures > 0)])
-            records.append({k: _clean(v) for k, v in r.items()} | {"failures": failures})
-        section.tables.append(Table(
-            "judge_outcomes", "Judge outcomes (typed failures)",
-            ["Judge", "Rubric", "Model", "Items", "ok", "parse error", "refusal", "truncated", "API error", "Failures"],
-            rows, "Every judged item ends in exactly one outcome; only ok items are scored.",
-            align=["l", "l", "l"] + ["r"] * 7, records=records))
+    if outcomes.empty:
+        return None
+    rows, records = [], []
+    for r in _rows(outcomes):
+        failures = sum(int(r[f]) for f in FAILURES)
+        rows.append([Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["model"])), Cell(str(int(r["n"]))),
+                     Cell(str(int(r["ok"])))] + [Cell(str(int(r[f])) if int(r[f]) else "0") for f in FAILURES]
+                    + [Cell(str(failures), bold=failures > 0)])
+        records.append({k: _clean(v) for k, v in r.items()} | {"failures": failures})
+    return Table(
+        "judge_outcomes", "Judge outcomes (typed failures)",
+        ["Judge", "Rubric", "Model", "Items", "ok", "parse error", "refusal", "truncated", "API error", "Failures"],
+        rows, "Every judged item ends in exactly one outcome; only ok items are scored.",
+        align=["l", "l", "l"] + ["r"] * 7, records=records)
 
-    # Criterion × model means.
+
+def _scores_table(agg: Any, models_of: Any, plotted: list[dict[str, Any]]) -> Table | None:
+    """Criterion × model means; appends what the score plot shows to ``plotted``."""
     scores = agg.scores
-    if not scores.empty:
-        models = models_of(scores)
-        rows, groups, records = [], {}, []
-        for (judge, rubric), block in scores.groupby(["judge", "rubric"], sort=True):
-            groups[len(rows)] = f"{judge} · {rubric}"
-            for criterion in list(dict.fromkeys(block["criterion"])):
-                row = [Cell(str(criterion).replace("_", " "))]
-                sub = block[block["criterion"] == criterion]
-                best = sub["mean"].max()
-                for model in models:
-                    hit = sub[sub["model"] == model]
-                    if hit.empty:
-                        row.append(Cell(DASH))
-                        continue
-                    h = hit.iloc[0]
-                    row.append(Cell(num(h["mean"]), f"{h['ci_low']:.2f}–{h['ci_high']:.2f}",
-                                    bold=len(models) > 1 and h["mean"] == best, title=f"n={int(h['n'])} items"))
-                    section.scores.append({"judge": judge, "rubric": rubric, "criterion": criterion, "model": model,
-                                           "mean": float(h["mean"]), "ci_low": float(h["ci_low"]),
-                                           "ci_high": float(h["ci_high"]), "n": int(h["n"])})
-                rows.append(row)
-            records += [{k: _clean(v) for k, v in r.items()} for _, r in block.iterrows()]
-        section.tables.append(Table(
-            "judge_scores", "Judge scores: criterion × model", ["Criterion"] + models, rows,
-            "Mean score over judged items (repeats averaged per item first) with a percentile-bootstrap 95% CI "
-            "over items; best per criterion in bold.", groups=groups, records=records))
+    if scores.empty:
+        return None
+    models = models_of(scores)
+    rows, groups, records = [], {}, []
+    for (judge, rubric), block in scores.groupby(["judge", "rubric"], sort=True):
+        groups[len(rows)] = f"{judge} · {rubric}"
+        for criterion in list(dict.fromkeys(block["criterion"])):
+            row = [Cell(str(criterion).replace("_", " "))]
+            sub = block[block["criterion"] == criterion]
+            best = sub["mean"].max()
+            for model in models:
+                hit = sub[sub["model"] == model]
+                if hit.empty:
+                    row.append(Cell(DASH))
+                    continue
+                h = hit.iloc[0]
+                row.append(Cell(num(h["mean"]), f"{h['ci_low']:.2f}–{h['ci_high']:.2f}",
+                                bold=len(models) > 1 and h["mean"] == best, title=f"n={int(h['n'])} items"))
+                plotted.append({"judge": judge, "rubric": rubric, "criterion": criterion, "model": model,
+                                "mean": float(h["mean"]), "ci_low": float(h["ci_low"]),
+                                "ci_high": float(h["ci_high"]), "n": int(h["n"])})
+            rows.append(row)
+        records += _records(block)
+    return Table(
+        "judge_scores", "Judge scores: criterion × model", ["Criterion"] + models, rows,
+        "Mean score over judged items (repeats averaged per item first) with a percentile-bootstrap 95% CI "
+        "over items; best per criterion in bold.", groups=groups, records=records)
 
-    # Flag rates.
+
+def _flags_table(agg: Any, models_of: Any) -> Table | None:
+    """Flag rates per judge, rubric and model."""
     flags = agg.flags
-    if not flags.empty:
-        models = models_of(flags)
-        rows, groups, records = [], {}, []
-        for (judge, rubric), block in flags.groupby(["judge", "rubric"], sort=True):
-            groups[len(rows)] = f"{judge} · {rubric}"
-            for flag in list(dict.fromkeys(block["flag"])):
-                sub = block[block["flag"] == flag]
-                source = sub.iloc[0]["source"]
-                row = [Cell(str(flag).replace("_", " ") + (" (detector)" if source == "tool" else ""))]
-                for model in models:
-                    hit = sub[sub["model"] == model]
-                    if hit.empty or not hit.iloc[0]["n"]:
-                        row.append(Cell(DASH))
-                        continue
-                    h = hit.iloc[0]
-                    row.append(Cell(pct(h["rate"]), f"{int(h['count'])}/{int(h['n'])}", shade=float(h["rate"])))
-                rows.append(row)
-            records += [{k: _clean(v) for k, v in r.items()} for _, r in block.iterrows()]
-        section.tables.append(Table(
-            "judge_flags", "Judge flags: rate among judged items (%)", ["Flag"] + models, rows,
-            "Share of ok items the judge flagged (e.g. instruction leakage, verbosity); '(detector)' is the "
-            "tool's own prompt-injection detector over all items.", groups=groups, records=records))
-
-    # Pairwise, Bradley–Terry, length, panels.
-    section.tables += _pairwise_tables(agg)
-    section.tables += _panel_tables(agg)
-
-    # Agreement between judges, of each judge with itself, with the gold judge; contradictions.
-    section.tables += _agreement_tables(agg)
-    section.tables += _gold_tables(coll, frame, n_boot=n_boot, seed=seed)
-    section.tables += _contradiction_tables(agg)
-    return section
+    if flags.empty:
+        return None
+    models = models_of(flags)
+    rows, groups, records = [], {}, []
+    for (judge, rubric), block in flags.groupby(["judge", "rubric"], sort=True):
+        groups[len(rows)] = f"{judge} · {rubric}"
+        for flag in list(dict.fromkeys(block["flag"])):
+            sub = block[block["flag"] == flag]
+            source = sub.iloc[0]["source"]
+            row = [Cell(str(flag).replace("_", " ") + (" (detector)" if source == "tool" else ""))]
+            for model in models:
+                hit = sub[sub["model"] == model]
+                if hit.empty or not hit.iloc[0]["n"]:
+                    row.append(Cell(DASH))
+                    continue
+                h = hit.iloc[0]
+                row.append(Cell(pct(h["rate"]), f"{int(h['count'])}/{int(h['n'])}", shade=float(h["rate"])))
+            rows.append(row)
+        records += _records(block)
+    return Table(
+        "judge_flags", "Judge flags: rate among judged items (%)", ["Flag"] + models, rows,
+        "Share of ok items the judge flagged (e.g. instruction leakage, verbosity); '(detector)' is the "
+        "tool's own prompt-injection detector over all items.", groups=groups, records=records)
 
 
 def _ci(low: Any, high: Any, *, percent: bool = False, signed: bool = False) -> str:
@@ -174,8 +205,14 @@ def _ci(low: Any, high: Any, *, percent: bool = False, signed: bool = False) -> 
     return f"{low:+.2f} to {high:+.2f}" if signed else f"{low:.2f}–{high:.2f}"
 
 
+def _rows(frame: Any) -> list[dict[str, Any]]:
+    """A frame's rows as dicts of plain Python values (the aggregation's frames are small)."""
+    return frame.to_dict(orient="records")
+
+
 def _records(frame: Any) -> list[dict[str, Any]]:
-    return [{k: _clean(v) for k, v in r.items()} for _, r in frame.iterrows()]
+    """CSV records: a frame's rows with NaN as None."""
+    return [{k: _clean(v) for k, v in r.items()} for r in _rows(frame)]
 
 
 def _pairwise_tables(agg: Any) -> list[Table]:
@@ -184,7 +221,7 @@ def _pairwise_tables(agg: Any) -> list[Table]:
     pairwise, bt = agg.pairwise, agg.bradley_terry
     if not pairwise.empty:
         rows = []
-        for _, r in pairwise.iterrows():
+        for r in _rows(pairwise):
             hit = bt[(bt["judge"] == r["judge"]) & (bt["rubric"] == r["rubric"]) & (bt["criterion"] == r["criterion"])
                      & (bt["model"] == r["model"])] if not bt.empty else bt
             bt_text = Cell(DASH)
@@ -214,7 +251,7 @@ def _pairwise_tables(agg: Any) -> list[Table]:
                                                            "Comparisons"],
             [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
               Cell(str(r["model"])), Cell(f"{r['score']:+.2f}"), Cell(_ci(r["ci_low"], r["ci_high"], signed=True)),
-              Cell(str(int(r["comparisons"])))] for _, r in bt.iterrows()],
+              Cell(str(int(r["comparisons"])))] for r in _rows(bt)],
             "Log-odds strengths fitted to one outcome per compared pair of responses (ties count half; with "
             "--pairs all every model meets every other).", align=["l", "l", "l", "l", "r", "r", "r"],
             records=_records(bt)))
@@ -226,7 +263,7 @@ def _pairwise_tables(agg: Any) -> list[Table]:
             [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
               Cell(str(int(r["decisive"]))), Cell(pct(r["rate"]), _ci(r["ci_low"], r["ci_high"], percent=True),
                                                   shade=float(r["rate"])), Cell(str(r["length_unit"]))]
-             for _, r in lengths.iterrows()],
+             for r in _rows(lengths)],
             "Among verdicts that chose a side between responses of different length: how often the longer one won "
             "(50% = no length preference), with a 95% bootstrap interval.", align=["l", "l", "l", "r", "r", "l"],
             records=_records(lengths)))
@@ -242,7 +279,7 @@ def _panel_tables(agg: Any) -> list[Table]:
         ["Panel", "Rubric", "Criterion", "Items", "Support %", "Unanimous %"],
         [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
           Cell(str(int(r["n_items"]))), Cell(pct(r["support"]), _ci(r["ci_low"], r["ci_high"], percent=True)),
-          Cell(pct(r["unanimous"]))] for _, r in panel.iterrows()],
+          Cell(pct(r["unanimous"]))] for r in _rows(panel)],
         "The panel verdict is the majority of its judges (pairwise; a split is a tie) or their mean score; "
         "support is the mean share of its judges whose verdict equals it. The panel appears as one more judge in "
         "the score, pairwise and agreement tables.", align=["l", "l", "l", "r", "r", "r"], records=_records(panel))]
@@ -251,11 +288,9 @@ def _panel_tables(agg: Any) -> list[Table]:
 def _gold_tables(coll: Collection, frame: Any, *, n_boot: int, seed: int) -> list[Table]:
     """Agreement of every judge with the gold judge of each run whose manifest names one (``judge import --gold``)."""
     from pspo_eval.judge.gold import gold_agreement
-    from pspo_eval.store import RunStore
-
     tables = []
     for run in coll.runs:
-        gold = RunStore(run.path).read_manifest().get("judge_gold")
+        gold = run.manifest.judge_gold
         rows = frame[frame["run"] == run.name] if "run" in frame.columns else frame
         if not gold or rows.empty or gold not in set(rows["judge"]):
             continue
@@ -290,11 +325,11 @@ def _agreement_tables(agg: Any) -> list[Table]:
             [[Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")), Cell(str(r["judges"])),
               Cell(str(int(r["n_items"]))), Cell(num(r["kappa"]), _ci(r["kappa_low"], r["kappa_high"])),
               Cell(num(r["kappa_quadratic"])), Cell(num(r["alpha"]), _ci(r["alpha_low"], r["alpha_high"]))]
-             for _, r in agreement.iterrows()],
+             for r in _rows(agreement)],
             "Cohen's κ (unweighted and quadratic-weighted) per pair of judges and Krippendorff's α (ordinal), "
             "each item's repeats combined first (majority; scores: mean rounded to the scale), with 95% bootstrap "
             "intervals over items.", align=["l", "l", "l", "r", "r", "r", "r"],
-            records=[{k: _clean(v) for k, v in r.items()} for _, r in agreement.iterrows()]))
+            records=_records(agreement)))
     consistency = agg.self_consistency
     if not consistency.empty:
         tables.append(Table(
@@ -302,10 +337,10 @@ def _agreement_tables(agg: Any) -> list[Table]:
             ["Judge", "Rubric", "Criterion", "Items", "Exact agreement %", "Mean SD", "Krippendorff α"],
             [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["criterion"]).replace("_", " ")),
               Cell(str(int(r["n_items"]))), Cell(pct(r["agreement"])), Cell(num(r["mean_std"])), Cell(num(r["alpha"]))]
-             for _, r in consistency.iterrows()],
+             for r in _rows(consistency)],
             "Agreement of a judge with itself when asked the same item several times.",
             align=["l", "l", "l", "r", "r", "r", "r"],
-            records=[{k: _clean(v) for k, v in r.items()} for _, r in consistency.iterrows()]))
+            records=_records(consistency)))
     return tables
 
 
@@ -318,8 +353,8 @@ def _contradiction_tables(agg: Any) -> list[Table]:
             "judge_contradictions", "Judge vs grader contradictions",
             ["Judge", "Rubric", "Model", "Kind", "Items"],
             [[Cell(str(r["judge"])), Cell(str(r["rubric"])), Cell(str(r["model"])), Cell(str(r["kind"])),
-              Cell(str(int(r["items"])))] for _, r in counts.iterrows()],
+              Cell(str(int(r["items"])))] for r in _rows(counts)],
             "Items where the judge's soundness score contradicts the grader's verdict on the final answer "
             "(listed one by one in the CSV).", align=["l", "l", "l", "l", "r"],
-            records=[{k: _clean(v) for k, v in r.items()} for _, r in contradictions.iterrows()]))
+            records=_records(contradictions)))
     return tables

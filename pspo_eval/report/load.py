@@ -10,30 +10,22 @@ checkpoints), and the report must never silently merge two different things unde
   different ``--max-new-tokens``) are refused with a one-line error naming them, instead of pooling
   records that answer different questions.
 
-The prompt and response texts are dropped on load: the report needs verdicts and lengths, and a
-full evaluation's texts can run to gigabytes.
+Records are read back as :class:`~pspo_eval.records.SampleVerdict`: the prompt and response texts
+are dropped on load (the report needs verdicts and lengths, and a full evaluation's texts can run
+to gigabytes).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pspo_eval.errors import PspoError
-from pspo_eval.store import RunStore
-
-# The fields of a Sample the report and pspo_eval.metrics.summarize_group use.
-_KEEP = (
-    "model", "model_id", "dataset", "problem_id", "sample_index", "setting", "temperature", "top_p",
-    "max_new_tokens", "finish_reason", "completion_tokens", "gold", "extracted", "correct", "strict",
-    "method", "timed_out", "category", "level", "step", "gen_seconds", "key",
-    "why", "alternatives",  # read by report/uncertain.py (least certain verdicts)
-)
+from pspo_eval.records import SampleVerdict
+from pspo_eval.store import RunManifest, RunStore, Shard
 
 DATASET_TITLES = {"gsm8k": "GSM8K", "svamp": "SVAMP", "asdiv": "ASDiv", "math500": "MATH-500"}
 # Column order of the paper's Table 1; other datasets follow in the order they were first seen.
@@ -69,18 +61,18 @@ class Group:
     dataset: str
     temperature: float
     setting: str
-    records: list[dict]
+    records: list[SampleVerdict]
 
-    def greedy(self) -> list[dict]:
+    def greedy(self) -> list[SampleVerdict]:
         """The first sample of every problem (greedy pass@1 uses only these, and only at T = 0)."""
-        return [r for r in self.records if int(r["sample_index"]) == 0]
+        return [r for r in self.records if r.sample_index == 0]
 
 
 @dataclass
 class RunInfo:
     path: Path
     name: str
-    manifest: dict[str, Any]
+    manifest: RunManifest
 
 
 @dataclass
@@ -107,7 +99,7 @@ class Collection:
     def group(self, model: ModelRef, dataset: str, temperature: float) -> Group | None:
         return self.groups.get((model.key, dataset, temperature))
 
-    def greedy(self, model: ModelRef, dataset: str) -> list[dict] | None:
+    def greedy(self, model: ModelRef, dataset: str) -> list[SampleVerdict] | None:
         """Greedy first samples of a model on a dataset, or None when it has no T = 0 setting."""
         group = self.group(model, dataset, 0.0)
         return group.greedy() if group else None
@@ -182,17 +174,14 @@ def load_runs(paths: Sequence[str | Path]) -> Collection:
         seen_paths.add(real)
     names = _run_names(resolved)
     runs: list[RunInfo] = []
-    per_run: list[dict[str, dict[tuple[str, float], dict[str, list[dict]]]]] = []
+    per_run: list[dict[str, dict[tuple[str, float], dict[str, list[SampleVerdict]]]]] = []
     for path, name in zip(resolved, names):
         store = RunStore(path)
-        runs.append(RunInfo(path=path, name=name, manifest=store.read_manifest()))
+        runs.append(RunInfo(path=path, name=name, manifest=store.manifest()))
         # label -> (dataset, temperature) -> setting -> records
-        tree: dict[str, dict[tuple[str, float], dict[str, list[dict]]]] = defaultdict(lambda: defaultdict(dict))
-        for shard in store.shards("samples"):
-            for rec in _iter_readonly(shard.path):
-                slim = {k: rec.get(k) for k in _KEEP}
-                key = (slim["dataset"], float(slim["temperature"]))
-                tree[slim["model"]][key].setdefault(slim["setting"], []).append(slim)
+        tree: dict[str, dict[tuple[str, float], dict[str, list[SampleVerdict]]]] = defaultdict(lambda: defaultdict(dict))
+        for rec in store.read_records("samples", SampleVerdict, readonly=True):
+            tree[rec.model][(rec.dataset, rec.temperature)].setdefault(rec.setting, []).append(rec)
         if not tree:
             raise PspoError(f"--run {path} holds no sample records", "run `pspo-eval evaluate` into it first")
         per_run.append(tree)
@@ -206,7 +195,7 @@ def load_runs(paths: Sequence[str | Path]) -> Collection:
     models: list[ModelRef] = []
     groups: dict[tuple[tuple[int, str], str, float], Group] = {}
     for index, (run, tree) in enumerate(zip(runs, per_run)):
-        order = [m.get("name") for m in (run.manifest.get("config") or {}).get("models", []) if isinstance(m, dict)]
+        order = run.manifest.model_names
         labels = sorted(tree, key=lambda lbl: (order.index(lbl) if lbl in order else len(order), lbl))
         for label in labels:
             display = label if label_count[label] == 1 else f"{label} ({run.name})"
@@ -214,8 +203,8 @@ def load_runs(paths: Sequence[str | Path]) -> Collection:
                 warnings.append(f"model '{label}' occurs in several runs; they are kept apart as "
                                 f"'{label} (<run>)' (label them differently with NAME=PATH to avoid this)")
             first = next(iter(next(iter(tree[label].values())).values()))[0]
-            size = model_size(first.get("model_id"))
-            ref = ModelRef(index, run.name, label, display, first.get("model_id"),
+            size = model_size(first.model_id)
+            ref = ModelRef(index, run.name, label, display, first.model_id,
                            size[0] if size else None, size[1] if size else None)
             models.append(ref)
             for (dataset, temperature), settings in tree[label].items():
@@ -232,31 +221,6 @@ def load_runs(paths: Sequence[str | Path]) -> Collection:
     return Collection(runs=runs, models=models, groups=groups, warnings=warnings)
 
 
-def _iter_readonly(path: Path):
-    """Records of a JSONL shard, first occurrence of each key, without repairing anything.
-
-    The report must not modify a run that another process may be writing: a partial last line (a
-    write in flight, or a crash) is skipped here rather than truncated as the writer would.
-    """
-    seen: set[str] = set()
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.endswith("\n"):
-                break  # a partial record at the end: not (yet) a record
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PspoError(f"{path}:{lineno}: corrupt record ({exc.msg})",
-                                "delete that line and rerun the command that wrote it") from exc
-            key = obj.get("key")
-            if key is not None:
-                if key in seen:
-                    continue
-                seen.add(key)
-            yield obj
-
-
 def read_jsonl_readonly(path: Path) -> list[dict]:
-    return list(_iter_readonly(path))
+    """The records of a JSON Lines file another process may be appending to (see Shard.iter_dicts)."""
+    return list(Shard(path).iter_dicts(readonly=True))

@@ -118,7 +118,7 @@ def run_regress(run_dir: str | Path, baseline: Baseline, *, models: list[str] | 
     manifest = coll.runs[0].manifest
     result = RegressResult(str(run_dir), baseline.where, max_drop, alpha, [])
     base_sums = baseline.source.get("dataset_checksums") or {}
-    run_sums = manifest.get("dataset_checksums") or {}
+    run_sums = manifest.dataset_checksums or {}
     for m in checked:
         if baseline_model is not None:
             bname = baseline_model
@@ -139,7 +139,7 @@ def run_regress(run_dir: str | Path, baseline: Baseline, *, models: list[str] | 
         for d, ref in reference.datasets.items():
             group = coll.group(m, d, 0.0)
             assert group is not None
-            mine = {r["problem_id"]: bool(r["correct"]) for r in group.greedy()}
+            mine = {r.problem_id: r.correct for r in group.greedy()}
             try:
                 verdict = decide(ref.problems, mine, max_drop=max_drop, alpha=alpha, n_boot=n_boot, seed=seed)
             except PspoError as exc:

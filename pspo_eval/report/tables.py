@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pspo_eval.records import SampleVerdict
 from pspo_eval.report.load import PAPER_DATASETS, Collection, ModelRef, dataset_title
+
+if TYPE_CHECKING:
+    from pspo_eval.metrics import GroupSummary
 
 DASH = "—"
 
@@ -64,7 +68,7 @@ def num(x: float | None, digits: int = 2) -> str:
     return f"{x:.{digits}f}"
 
 
-def _summary(records: list[dict]) -> dict:
+def _summary(records: list[SampleVerdict]) -> GroupSummary:
     from pspo_eval.metrics import summarize_group
 
     return summarize_group(records)
@@ -86,7 +90,7 @@ def _ordered_models(coll: Collection) -> list[tuple[str | None, list[ModelRef]]]
 # --------------------------------------------------------------------------------------------------
 
 
-def greedy_summaries(coll: Collection) -> dict[tuple[tuple[int, str], str], dict]:
+def greedy_summaries(coll: Collection) -> dict[tuple[tuple[int, str], str], GroupSummary]:
     """summarize_group of every model's greedy first samples per dataset (absent: no T = 0 setting)."""
     out = {}
     for m in coll.models:
@@ -107,13 +111,13 @@ def accuracy_table(coll: Collection, summaries: dict | None = None) -> Table:
     ordered = [m for _, ms in grouped for m in ms]
 
     def avg(m: ModelRef) -> float | None:
-        values = [summaries[(m.key, d)]["accuracy"] for d in paper if (m.key, d) in summaries]
-        return sum(values) / len(values) if len(values) == len(paper) else None
+        values = [summaries[(m.key, d)].accuracy for d in paper if (m.key, d) in summaries]
+        return sum(values) / len(values) if values and len(values) == len(paper) else None
 
     # Bold marks the best of several values in a column (ties all bold); a lone value is not "best".
     best: dict[str, float] = {}
     for d in datasets:
-        values = [summaries[(m.key, d)]["accuracy"] for m in ordered if (m.key, d) in summaries]
+        values = [summaries[(m.key, d)].accuracy for m in ordered if (m.key, d) in summaries]
         if len(values) > 1:
             best[d] = max(values)
     averages = {m.key: avg(m) for m in ordered}
@@ -121,7 +125,7 @@ def accuracy_table(coll: Collection, summaries: dict | None = None) -> Table:
     if with_avg and len(present) > 1:
         best["avg"] = max(present)
 
-    ns = {d: {summaries[(m.key, d)]["problems"] for m in ordered if (m.key, d) in summaries} for d in datasets}
+    ns = {d: {summaries[(m.key, d)].problems for m in ordered if (m.key, d) in summaries} for d in datasets}
     columns = ["Model"]
     for d in datasets:
         columns.append(f"{dataset_title(d)} (n={next(iter(ns[d]))})" if len(ns[d]) == 1 else dataset_title(d))
@@ -143,16 +147,16 @@ def accuracy_table(coll: Collection, summaries: dict | None = None) -> Table:
                     why = "no greedy (T=0) setting for this model" if has_group else "not evaluated"
                     row.append(Cell(DASH, title=why))
                     continue
-                low, high = s["ci95"]
+                low, high = s.ci95
                 sub = ci_text(low, high)
                 if len(ns[d]) > 1:
-                    sub += f" · n={s['problems']}"
-                row.append(Cell(pct(s["accuracy"]), sub, bold=s["accuracy"] == best.get(d),
-                                title=f"{s['correct']}/{s['problems']} correct, Wilson 95% CI"))
+                    sub += f" · n={s.problems}"
+                row.append(Cell(pct(s.accuracy), sub, bold=s.accuracy == best.get(d),
+                                title=f"{s.correct}/{s.problems} correct, Wilson 95% CI"))
                 records.append({"run": m.run_name, "model": m.name, "label": m.label, "size": m.size,
-                                "dataset": d, "setting": s["setting"], "n": s["problems"], "correct": s["correct"],
-                                "accuracy": s["accuracy"], "ci_low": low, "ci_high": high,
-                                "ci_method": s["ci_method"], "best": s["accuracy"] == best.get(d)})
+                                "dataset": d, "setting": s.setting, "n": s.problems, "correct": s.correct,
+                                "accuracy": s.accuracy, "ci_low": low, "ci_high": high,
+                                "ci_method": s.ci_method, "best": s.accuracy == best.get(d)})
             if with_avg:
                 a = averages[m.key]
                 row.append(Cell(pct(a), bold=a is not None and a == best.get("avg"),
@@ -178,7 +182,7 @@ def accuracy_table(coll: Collection, summaries: dict | None = None) -> Table:
 # --------------------------------------------------------------------------------------------------
 
 
-def sampling_summaries(coll: Collection) -> list[tuple[ModelRef, str, float, dict]]:
+def sampling_summaries(coll: Collection) -> list[tuple[ModelRef, str, float, GroupSummary]]:
     out = []
     for m in coll.models:
         for d in coll.datasets():
@@ -197,9 +201,9 @@ def _powers(limit: int) -> list[int]:
     return ks
 
 
-def sampling_table(rows_in: list[tuple[ModelRef, str, float, dict]]) -> Table:
+def sampling_table(rows_in: list[tuple[ModelRef, str, float, GroupSummary]]) -> Table:
     """Per dataset (row groups), model and temperature: accuracy with CI, pass@k, maj@k, mean length, truncation."""
-    kmax = max((s["samples_per_problem"] for *_, s in rows_in), default=1)
+    kmax = max((s.samples_per_problem for *_, s in rows_in), default=1)
     ks = _powers(kmax)[1:]
     columns = ["Model", "T", "n × k", "Accuracy %"]
     columns += [f"pass@{k} %" for k in ks]
@@ -215,23 +219,23 @@ def sampling_table(rows_in: list[tuple[ModelRef, str, float, dict]]) -> Table:
         for m, d, t, s in rows_in:
             if d != dataset:
                 continue
-            low, high = s["ci95"]
-            row = [Cell(m.name), Cell(f"{t:g}"), Cell(f"{s['problems']} × {s['samples_per_problem']}"),
-                   Cell(pct(s["accuracy"]), ci_text(low, high), title=f"95% CI: {s['ci_method']}")]
+            low, high = s.ci95
+            row = [Cell(m.name), Cell(f"{t:g}"), Cell(f"{s.problems} × {s.samples_per_problem}"),
+                   Cell(pct(s.accuracy), ci_text(low, high), title=f"95% CI: {s.ci_method}")]
             for k in ks:
-                row.append(Cell(pct(s["pass_at_k"].get(str(k)))))
+                row.append(Cell(pct(s.pass_at_k.get(str(k)))))
             if ks:
-                row.append(Cell(pct(s["maj_at_k"].get(str(ks[-1])))))
-            row += [Cell(f"{s['mean_completion_tokens']:.1f}"), Cell(pct(s["truncation_rate"]))]
+                row.append(Cell(pct(s.maj_at_k.get(str(ks[-1])))))
+            row += [Cell(f"{s.mean_completion_tokens:.1f}"), Cell(pct(s.truncation_rate))]
             rows.append(row)
             records.append({"run": m.run_name, "model": m.name, "dataset": d, "temperature": t,
-                            "setting": s["setting"], "problems": s["problems"],
-                            "samples_per_problem": s["samples_per_problem"], "samples": s["samples"],
-                            "accuracy": s["accuracy"], "ci_low": low, "ci_high": high, "ci_method": s["ci_method"],
-                            **{f"pass@{k}": v for k, v in s["pass_at_k"].items()},
-                            **{f"maj@{k}": v for k, v in s["maj_at_k"].items()},
-                            "mean_completion_tokens": s["mean_completion_tokens"],
-                            "truncation_rate": s["truncation_rate"]})
+                            "setting": s.setting, "problems": s.problems,
+                            "samples_per_problem": s.samples_per_problem, "samples": s.samples,
+                            "accuracy": s.accuracy, "ci_low": low, "ci_high": high, "ci_method": s.ci_method,
+                            **{f"pass@{k}": v for k, v in s.pass_at_k.items()},
+                            **{f"maj@{k}": v for k, v in s.maj_at_k.items()},
+                            "mean_completion_tokens": s.mean_completion_tokens,
+                            "truncation_rate": s.truncation_rate})
     caption = ("Accuracy over all samples (95% CI: Wilson with one sample per problem, else a bootstrap "
                "over problems), unbiased pass@k, majority-vote maj@k (— where fewer samples were drawn), "
                "mean response length in tokens and the share of responses cut at the token budget.")
@@ -272,8 +276,8 @@ def paired_comparison(a: dict[str, bool], b: dict[str, bool], *, n_boot: int = 2
     return Paired(len(common), sum(xa) / len(common), sum(xb) / len(common), diff, (low, high), a_only, b_only, p)
 
 
-def verdicts(records: list[dict]) -> dict[str, bool]:
-    return {r["problem_id"]: bool(r["correct"]) for r in records}
+def verdicts(records: list[SampleVerdict]) -> dict[str, bool]:
+    return {r.problem_id: r.correct for r in records}
 
 
 def comparison_table(coll: Collection, baseline: ModelRef, *, n_boot: int = 2000, seed: int = 0,
@@ -350,7 +354,7 @@ def breakdown_table(coll: Collection, summaries: dict) -> Table | None:
             for m in models:
                 s = summaries.get((m.key, d))
                 if s:
-                    values |= set(s[field_name])
+                    values |= set(getattr(s, field_name))
             if not values:
                 continue
             groups[len(rows)] = f"{dataset_title(d)} by {label}"
@@ -358,13 +362,13 @@ def breakdown_table(coll: Collection, summaries: dict) -> Table | None:
                 row = [Cell(value)]
                 for m in models:
                     s = summaries.get((m.key, d))
-                    cell = s[field_name].get(value) if s else None
+                    cell = getattr(s, field_name).get(value) if s else None
                     if cell is None:
                         row.append(Cell(DASH))
                         continue
-                    row.append(Cell(pct(cell["accuracy"]), f"n={cell['n']}", shade=cell["accuracy"]))
+                    row.append(Cell(pct(cell.accuracy), f"n={cell.n}", shade=cell.accuracy))
                     records.append({"dataset": d, "by": label, "value": value, "run": m.run_name, "model": m.name,
-                                    "n": cell["n"], "accuracy": cell["accuracy"]})
+                                    "n": cell.n, "accuracy": cell.accuracy})
                 rows.append(row)
     if not rows:
         return None
@@ -373,15 +377,15 @@ def breakdown_table(coll: Collection, summaries: dict) -> Table | None:
                  caption, groups=groups, records=records)
 
 
-def crosstab(records: list[dict], row_field: str = "category", col_field: str = "level") -> dict:
+def crosstab(records: list[SampleVerdict], row_field: str = "category", col_field: str = "level") -> dict:
     """Counts of (row, column) cells: {(row, col): (correct, n)} — the MATH-500 subject × level heat map."""
     out: dict[tuple[str, str], list[int]] = {}
     for r in records:
-        a, b = r.get(row_field), r.get(col_field)
+        a, b = getattr(r, row_field), getattr(r, col_field)
         if a is None or b is None:
             continue
         cell = out.setdefault((str(a), str(b)), [0, 0])
-        cell[0] += bool(r["correct"])
+        cell[0] += r.correct
         cell[1] += 1
     return {k: (v[0], v[1]) for k, v in out.items()}
 

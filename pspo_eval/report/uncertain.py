@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pspo_eval.records import SampleVerdict
 from pspo_eval.report.document import Section
 from pspo_eval.report.tables import Cell, Table
 
@@ -23,28 +24,30 @@ RULE_DOUBT = {
 }  # fmt: skip
 
 
-def doubt(record: dict[str, Any]) -> tuple[float, list[str]]:
+def doubt(record: SampleVerdict | dict[str, Any]) -> tuple[float, list[str]]:
     """(score, reasons): 0 for a verdict nothing argues against; higher is less certain."""
-    method = str(record.get("method") or "none")
+    if isinstance(record, dict):
+        record = SampleVerdict.model_validate(record)
+    method = str(record.method or "none")
     score = RULE_DOUBT.get(method, 1.0)
     reasons = [f"decided by {method}"] if score >= 1.5 else []
-    verdict = "right" if record.get("correct") else "wrong"
-    against = [a for a in record.get("alternatives") or [] if not str(a).endswith(f": {verdict}")]
+    verdict = "right" if record.correct else "wrong"
+    against = [a for a in record.alternatives if not str(a).endswith(f": {verdict}")]
     if against:
         score += 2.0 * min(len(against), 2)
         reasons.append(f"{len(against)} other rule(s) disagree: {against[0]}")
-    if record.get("timed_out"):
+    if record.timed_out:
         score += 5.0
         reasons.append("math-verify timed out")
-    if record.get("finish_reason") == "length" and method in ("last_number", "latex_last", "none"):
+    if record.finish_reason == "length" and method in ("last_number", "latex_last", "none"):
         score += 1.0
         reasons.append("the response was cut off")
     return score, reasons
 
 
-def least_certain(records: list[dict[str, Any]], n: int = PER_MODEL) -> list[tuple[float, list[str], dict]]:
+def least_certain(records: list[SampleVerdict], n: int = PER_MODEL) -> list[tuple[float, list[str], SampleVerdict]]:
     scored = [(s, why, r) for r in records for s, why in [doubt(r)] if s >= 1.5]
-    scored.sort(key=lambda t: (-t[0], str(t[2].get("dataset")), str(t[2].get("problem_id"))))
+    scored.sort(key=lambda t: (-t[0], str(t[2].dataset), str(t[2].problem_id)))
     return scored[:n]
 
 
@@ -59,14 +62,14 @@ def uncertain_section(coll: Any) -> Section:
     for model in coll.models:
         samples = [r for g in coll.groups.values() if g.model.key == model.key for r in g.records]
         for score, reasons, r in least_certain(samples):
-            verdict = "right" if r.get("correct") else "wrong"
-            rows.append([Cell(model.name), Cell(str(r.get("dataset"))), Cell(str(r.get("problem_id"))),
-                         Cell(verdict), Cell(f"{r.get('extracted')!s:.40} ({r.get('method')})"),
-                         Cell("; ".join(reasons), title=str(r.get("why") or ""))])
-            records.append({"model": model.name, "dataset": r.get("dataset"), "problem_id": r.get("problem_id"),
-                            "key": r.get("key"), "verdict": verdict, "extracted": r.get("extracted"),
-                            "method": r.get("method"), "doubt": score, "why": r.get("why"),
-                            "alternatives": "; ".join(r.get("alternatives") or [])})
+            verdict = "right" if r.correct else "wrong"
+            rows.append([Cell(model.name), Cell(str(r.dataset)), Cell(str(r.problem_id)),
+                         Cell(verdict), Cell(f"{r.extracted!s:.40} ({r.method})"),
+                         Cell("; ".join(reasons), title=str(r.why or ""))])
+            records.append({"model": model.name, "dataset": r.dataset, "problem_id": r.problem_id,
+                            "key": r.key, "verdict": verdict, "extracted": r.extracted,
+                            "method": r.method, "doubt": score, "why": r.why,
+                            "alternatives": "; ".join(r.alternatives)})
     if rows:
         section.tables.append(Table("uncertain", "Least certain verdicts per model",
                                     ["model", "dataset", "problem", "verdict", "answer (rule)", "why uncertain"],
