@@ -548,7 +548,10 @@ def judge_run(
     is short for ``judge_run(run, JudgeConfig(judges=judges, rubric=rubric, **settings))``. The caller
     holds the run's lock.
     """
-    if not isinstance(config, JudgeConfig):
+    if isinstance(config, JudgeConfig):
+        if rubric is not None or settings:
+            raise TypeError("judge_run(run_dir, JudgeConfig) takes no further settings: put them in the config")
+    else:
         extra = {"rubric": str(rubric)} if rubric is not None else {}
         config = judge_config(judges=list(config), **extra, **settings)
     started = time.perf_counter()
