@@ -18,12 +18,16 @@ redoes only what changed:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pspo_eval.errors import PspoError
+from pspo_eval.evaluate import BackendConfig, SamplingConfig
+from pspo_eval.generation.prompts import PromptConfig
+from pspo_eval.judge.config import JudgeConfig
 
 
 class TrainStage(BaseModel):
@@ -37,22 +41,30 @@ class TrainStage(BaseModel):
     evaluate: Literal["final", "all", "best"] = Field("final", description="Which checkpoints the evaluate stage reads.")
 
 
-class EvaluateStage(BaseModel):
+def _default(model: type[BaseModel], name: str) -> Any:
+    """A field's default, as written once in the stage's own config model."""
+    return model.model_fields[name].default
+
+
+class EvaluateStage(SamplingConfig):
+    """The evaluate stage: what to evaluate, the sampling (the evaluate stage's own ``SamplingConfig``
+    fields, written flat: ``temperatures``, ``samples``, ``max_new_tokens``, …), and the backend."""
+
     model_config = ConfigDict(extra="forbid")
 
     datasets: list[str] = Field(default_factory=lambda: ["gsm8k", "svamp", "asdiv", "math500"])
     limit: int | None = None
-    temperatures: list[float] = Field(default_factory=lambda: [0.0])
-    samples: int = 1
-    top_p: float = 1.0
-    max_new_tokens: int = 128
-    max_new_tokens_per_dataset: dict[str, int] = Field(default_factory=dict)
-    seed: int = 0
-    math500_boxed: bool = False
-    backend: str = "hf"
-    batch_size: int = 64
-    dtype: str = "auto"
-    device: str = "auto"
+    math500_boxed: bool = _default(PromptConfig, "math500_boxed")
+    backend: str = _default(BackendConfig, "name")
+    batch_size: int = _default(BackendConfig, "batch_size")
+    dtype: str = _default(BackendConfig, "dtype")
+    device: str = _default(BackendConfig, "device")
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig.model_validate(self.model_dump(include=set(SamplingConfig.model_fields)))
+
+    def backend_config(self) -> BackendConfig:
+        return BackendConfig(name=self.backend, batch_size=self.batch_size, dtype=self.dtype, device=self.device)
 
 
 class JudgeSettings(BaseModel):
@@ -66,7 +78,10 @@ class JudgeSettings(BaseModel):
     pairwise_rubric: str | None = None
 
 
-class JudgeStage(BaseModel):
+class JudgeStage(JudgeConfig):
+    """The judge stage: a :class:`JudgeConfig` (every ``pspo-eval judge`` setting) with the pipeline's
+    own defaults (a small stratified sample, the local judge), ``auto`` judges and a pairwise pass."""
+
     model_config = ConfigDict(extra="forbid")
 
     judges: list[str] = Field(
@@ -77,16 +92,10 @@ class JudgeStage(BaseModel):
     auto: dict[Literal["vllm", "local"], JudgeSettings] = Field(
         default_factory=dict, description="Settings per judge that 'auto' may pick (a CPU server's speed differs)."
     )
-    rubric: str = "math_response_quality"
     per_dataset: int | None = 2
-    repeats: int = 1
     concurrency: int = 4
-    timeout: float | None = None
-    max_tokens: int = 512
-    reasks: int = Field(2, ge=0, description="Re-asks quoting the validation error after an invalid verdict.")
-    datasets: list[str] | None = Field(None, description="Judge only these datasets (default: all evaluated).")
-    pairwise_rubric: str | None = None
-    api_key_env: str | None = None
+    pairwise_rubric: str | None = Field(
+        None, description="Also judge each model against the base model (base_label) with this pairwise rubric.")
 
 
 class ReportStage(BaseModel):
@@ -220,96 +229,103 @@ def _models_to_evaluate(exp: Experiment, trained: dict[str, Path]):
     return specs
 
 
+def run_evaluate_stage(exp: Experiment, trained: dict[str, Path], eval_dir: Path) -> Any:
+    """Evaluate the base model and every trained one into ``eval_dir`` (stored samples are reused)."""
+    from pspo_eval.evaluate import EvalConfig, run_evaluate
+
+    ev = exp.evaluate
+    config = EvalConfig(
+        models=_models_to_evaluate(exp, trained), datasets=ev.datasets, limit=ev.limit, sampling=ev.sampling(),
+        prompt=PromptConfig(math500_boxed=ev.math500_boxed), backend=ev.backend_config(),
+    )
+    return run_evaluate(config, eval_dir, command=f"pipeline {exp.name}: evaluate")
+
+
+def judge_configs(stage: JudgeStage, baseline: str) -> list[JudgeConfig]:
+    """The stage's ``judge_run`` configs: its rubric, then (``pairwise_rubric``) every model against ``baseline``."""
+    judges, settings = resolve_auto_judges(stage)
+    fields = stage.model_dump(include=set(JudgeConfig.model_fields))
+    fields.update(judges=judges, concurrency=settings["concurrency"], max_tokens=settings["max_tokens"],
+                  reasks=settings["reasks"])
+    first = JudgeConfig(**fields)
+    if not settings["pairwise_rubric"]:
+        return [first]
+    # the pairwise pass asks both orders of every pair, once: the stage's repeats are for its rubric only
+    return [first, first.model_copy(update={"rubric": settings["pairwise_rubric"], "pairwise_baseline": baseline,
+                                            "repeats": _default(JudgeConfig, "repeats")})]
+
+
+def run_judge_stage(exp: Experiment, eval_dir: Path) -> list[Any]:
+    """Judge the evaluated responses (cached verdicts are reused); one summary per rubric."""
+    from pspo_eval.judge.run import judge_run
+    from pspo_eval.store import RunStore
+
+    assert exp.judge is not None
+    configs = judge_configs(exp.judge, exp.base_label)
+    with RunStore(eval_dir).locked(f"pipeline {exp.name}: judge"):
+        return [judge_run(eval_dir, config) for config in configs]
+
+
+def run_report_stage(exp: Experiment, eval_dir: Path, trained: dict[str, Path]) -> Any:
+    from pspo_eval.report.build import make_report
+
+    assert exp.report is not None
+    rp = exp.report
+    return make_report([eval_dir], rp.out, train=[str(p) for p in trained.values()], baseline=rp.baseline,
+                       title=rp.title or exp.name)
+
+
+STAGES = ("train", "evaluate", "judge", "report")
+
+
+def _run_stage(state: _State, wanted: set[str], name: str, fn: Callable[[], Any]) -> Any:
+    """Run one stage if wanted, recording its status, time and error in ``pipeline.json``."""
+    from pspo_eval.console import log
+
+    if name not in wanted:
+        return None
+    t0 = time.time()
+    state.set(name, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), error=None)
+    try:
+        value = fn()
+    except BaseException as exc:
+        message = exc.one_line() if isinstance(exc, PspoError) else f"{type(exc).__name__}: {exc}"
+        state.set(name, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                  error=message, seconds=round(time.time() - t0, 1))
+        if isinstance(exc, PspoError):
+            raise PspoError(f"pipeline stage '{name}' failed: {exc.message}",
+                            exc.hint or "fix the cause and rerun the same command: finished work is reused") from exc
+        raise
+    state.set(name, status="done", seconds=round(time.time() - t0, 1))
+    log(f"stage {name}: done in {time.time() - t0:.0f}s")
+    return value
+
+
 def run_pipeline(
     path: str | Path, *, stages: list[str] | None = None, verbose: bool = True, overrides: list[str] | tuple[str, ...] = ()
 ) -> dict:
     """Run an experiment file's stages in order; returns {eval_run, report, results}."""
     from pspo_eval.console import log
-    from pspo_eval.evaluate import BackendConfig, EvalConfig, SamplingConfig, run_evaluate
-    from pspo_eval.generation.prompts import PromptConfig
 
     exp = load_experiment(path, overrides)
     root = Path(exp.out)
     root.mkdir(parents=True, exist_ok=True)
     state = _State(root)
-    wanted = set(stages or ["train", "evaluate", "judge", "report"])
-    out: dict = {}
-
-    def stage(name: str, fn):
-        if name not in wanted:
-            return None
-        t0 = time.time()
-        state.set(name, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), error=None)
-        try:
-            value = fn()
-        except BaseException as exc:
-            message = exc.one_line() if isinstance(exc, PspoError) else f"{type(exc).__name__}: {exc}"
-            state.set(name, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                      error=message, seconds=round(time.time() - t0, 1))
-            if isinstance(exc, PspoError):
-                raise PspoError(f"pipeline stage '{name}' failed: {exc.message}",
-                                exc.hint or "fix the cause and rerun the same command: finished work is reused") from exc
-            raise
-        state.set(name, status="done", seconds=round(time.time() - t0, 1))
-        log(f"stage {name}: done in {time.time() - t0:.0f}s")
-        return value
+    wanted = set(stages or STAGES)
 
     trained: dict[str, Path] = {}
     if exp.train is not None:
         if "train" in wanted:
-            trained = stage("train", lambda: run_train_stage(exp, root, state, verbose=verbose)) or {}
+            trained = _run_stage(state, wanted, "train", lambda: run_train_stage(exp, root, state, verbose=verbose)) or {}
         else:
             trained = {o: d for o, (d, _) in _train_dirs(exp, root).items()}
     eval_dir = root / "eval"
-    ev = exp.evaluate
-
-    def do_evaluate():
-        config = EvalConfig(
-            models=_models_to_evaluate(exp, trained),
-            datasets=ev.datasets,
-            limit=ev.limit,
-            sampling=SamplingConfig(temperatures=ev.temperatures, samples=ev.samples, top_p=ev.top_p,
-                                    max_new_tokens=ev.max_new_tokens,
-                                    max_new_tokens_per_dataset=ev.max_new_tokens_per_dataset, seed=ev.seed),
-            prompt=PromptConfig(math500_boxed=ev.math500_boxed),
-            backend=BackendConfig(name=ev.backend, batch_size=ev.batch_size, dtype=ev.dtype, device=ev.device),
-        )
-        return run_evaluate(config, eval_dir, command=f"pipeline {exp.name}: evaluate")
-
-    results = stage("evaluate", do_evaluate)
-    out["eval_run"] = eval_dir
-    out["results"] = results
-
+    results = _run_stage(state, wanted, "evaluate", lambda: run_evaluate_stage(exp, trained, eval_dir))
+    out: dict = {"eval_run": eval_dir, "results": results}
     if exp.judge is not None:
-        jd = exp.judge
-
-        def do_judge():
-            from pspo_eval.judge.run import judge_run
-            from pspo_eval.store import RunStore
-
-            judges, settings = resolve_auto_judges(jd)
-            with RunStore(eval_dir).locked(f"pipeline {exp.name}: judge"):
-                common = dict(per_dataset=jd.per_dataset, concurrency=settings["concurrency"], timeout=jd.timeout,
-                              max_tokens=settings["max_tokens"], reasks=settings["reasks"], datasets=jd.datasets,
-                              api_key_env=jd.api_key_env)
-                summaries = [judge_run(eval_dir, judges, jd.rubric, repeats=jd.repeats, **common)]
-                if settings["pairwise_rubric"]:
-                    summaries.append(judge_run(eval_dir, judges, settings["pairwise_rubric"],
-                                               pairwise_baseline=exp.base_label, **common))
-            return summaries
-
-        stage("judge", do_judge)
-
+        _run_stage(state, wanted, "judge", lambda: run_judge_stage(exp, eval_dir))
     if exp.report is not None:
-        rp = exp.report
-
-        def do_report():
-            from pspo_eval.report.build import make_report
-
-            return make_report([eval_dir], rp.out, train=[str(p) for p in trained.values()],
-                               baseline=rp.baseline, title=rp.title or exp.name)
-
-        result = stage("report", do_report)
+        result = _run_stage(state, wanted, "report", lambda: run_report_stage(exp, eval_dir, trained))
         if result is not None:
             out["report"] = result
     log(f"pipeline {exp.name}: finished ({root})")

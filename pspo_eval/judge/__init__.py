@@ -2,7 +2,7 @@
 
 Public API::
 
-    judge_run(run_dir, judges, rubric_path, *, per_dataset=None, repeats=1, concurrency=8, ...) -> JudgeSummary
+    judge_run(run_dir, JudgeConfig(judges=[...], rubric=..., ...)) -> JudgeSummary  # or judge_run(run_dir, judges, rubric, **settings)
     load_judgments(run_dir, *, rubric=None, judges=None) -> pandas.DataFrame   # one row per judged item
     aggregate(frame) -> Aggregation                                            # tables (DataFrames)
     load_rubric(path_or_name) -> Rubric                                        # validated; .verdict_model, .verdict_schema
@@ -21,20 +21,21 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from pspo_eval.judge.aggregate import Aggregation, aggregate, load_judgments
+    from pspo_eval.judge.config import JudgeConfig
     from pspo_eval.judge.gold import gold_agreement
     from pspo_eval.judge.importer import ImportSummary, import_verdicts
     from pspo_eval.judge.records import Judgment
     from pspo_eval.judge.rubric import Rubric, load_rubric
     from pspo_eval.judge.run import JudgeSummary, judge_run
 
-__all__ = ["Aggregation", "ImportSummary", "JudgeSummary", "Judgment", "Rubric", "aggregate", "gold_agreement",
+__all__ = ["Aggregation", "ImportSummary", "JudgeConfig", "JudgeSummary", "Judgment", "Rubric", "aggregate", "gold_agreement",
            "import_verdicts", "judge_run", "load_judgments", "load_rubric"]
 
 _WHERE = {
     "Aggregation": "aggregate", "aggregate": "aggregate", "load_judgments": "aggregate",
     "Judgment": "records", "Rubric": "rubric", "load_rubric": "rubric",
     "JudgeSummary": "run", "judge_run": "run", "gold_agreement": "gold", "ImportSummary": "importer",
-    "import_verdicts": "importer",
+    "import_verdicts": "importer", "JudgeConfig": "config",
 }
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from pspo_eval import stats
+from pspo_eval.errors import PspoError
 from pspo_eval.judge.agreement import (
     alpha_or_nan,
     bootstrap_cis,
@@ -54,7 +55,7 @@ from pspo_eval.judge.agreement import (
     round_half_up,
 )
 from pspo_eval.judge.panel import PanelMethod, panel_rows, per_item
-from pspo_eval.judge.records import FINAL_OUTCOMES, OUTCOMES
+from pspo_eval.judge.records import FINAL_OUTCOMES, OUTCOMES, Judgment
 from pspo_eval.store import RunStore
 
 _COLUMNS = ["key", "item_key", "judge", "rubric", "rubric_version", "mode", "model", "baseline", "dataset",
@@ -63,26 +64,50 @@ _COLUMNS = ["key", "item_key", "judge", "rubric", "rubric_version", "mode", "mod
             "baseline_chars", "baseline_tokens", "expected_scores"]
 
 
+def read_judgments(run_dir: str | Path, *, rubric: str | None = None,
+                   judges: list[str] | None = None) -> list[tuple[Judgment, dict[str, Any]]]:
+    """One record per item, validated as a :class:`Judgment` (see the module docstring), with its stored fields.
+
+    The second element holds the fields the stored line has, in its order (what :func:`load_judgments`
+    puts in the frame), typed by the model. A line that is not a judgment at all (no ``item_key`` or
+    ``outcome``) is skipped; one that is but fails the model is an error naming its file.
+    """
+    best: dict[str, tuple[Judgment, dict[str, Any]]] = {}
+    for shard in RunStore(run_dir).shards("judgments"):
+        for record in shard.iter_dicts():
+            if not record.get("item_key") or "outcome" not in record:
+                continue
+            judgment = _validate(record, shard.path)
+            if rubric is not None and judgment.rubric != rubric:
+                continue
+            if judges is not None and judgment.judge not in judges:
+                continue
+            held = best.get(judgment.item_key)
+            if held is None or (held[0].outcome not in FINAL_OUTCOMES and (
+                    judgment.outcome in FINAL_OUTCOMES or judgment.created_at >= held[0].created_at)):
+                dumped = judgment.model_dump(exclude_unset=True)
+                best[judgment.item_key] = (judgment, {k: dumped[k] for k in record})
+    return list(best.values())
+
+
+def _validate(record: dict[str, Any], path: Path) -> Judgment:
+    from pydantic import ValidationError
+
+    from pspo_eval.config import describe_validation_error
+
+    try:
+        return Judgment.model_validate(record)
+    except ValidationError as exc:
+        raise PspoError(f"{path}: judgment {record.get('key')!r} is not a valid record: "
+                        f"{describe_validation_error(exc)}", "delete that line and rerun the command that wrote it") from None
+
+
 def load_judgments(run_dir: str | Path, *, rubric: str | None = None, judges: list[str] | None = None) -> pd.DataFrame:
     """All judgments of a run as a DataFrame, one row per item (see the module docstring)."""
-    store = RunStore(run_dir)
-    best: dict[str, dict] = {}
-    for shard in store.shards("judgments"):
-        for record in shard.iter_dicts():
-            item = record.get("item_key")
-            if not item or "outcome" not in record:
-                continue
-            if rubric is not None and record.get("rubric") != rubric:
-                continue
-            if judges is not None and record.get("judge") not in judges:
-                continue
-            held = best.get(item)
-            if held is None or (held["outcome"] not in FINAL_OUTCOMES and
-                                (record["outcome"] in FINAL_OUTCOMES or record.get("created_at", "") >= held.get("created_at", ""))):
-                best[item] = record
-    if not best:
+    rows = [fields for _, fields in read_judgments(run_dir, rubric=rubric, judges=judges)]
+    if not rows:
         return pd.DataFrame(columns=_COLUMNS)
-    frame = pd.DataFrame(list(best.values()))
+    frame = pd.DataFrame(rows)
     for column in _COLUMNS:
         if column not in frame.columns:
             frame[column] = None
@@ -114,8 +139,13 @@ class Aggregation:
         return out
 
 
-def _item_id(row: pd.Series) -> tuple:
+def _item_id(row: dict[str, Any]) -> tuple:
     return (row["model"], row.get("baseline"), row["dataset"], row["problem_id"])
+
+
+def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The frame's rows as plain dicts (column -> value)."""
+    return frame.to_dict(orient="records")
 
 
 def aggregate(frame: pd.DataFrame, *, n_boot: int = 2000, bt_boot: int = 500, seed: int = 0,
@@ -176,7 +206,7 @@ def _outcomes(frame: pd.DataFrame) -> pd.DataFrame:
 def _per_item_means(group: pd.DataFrame, column: str, key: str) -> list[float]:
     """Average the repeats of each item, then return one value per item."""
     per_item: dict[tuple, list[float]] = {}
-    for _, row in group.iterrows():
+    for row in _rows(group):
         values = row[column]
         if isinstance(values, dict) and values.get(key) is not None:
             per_item.setdefault(_item_id(row), []).append(float(values[key]))
@@ -223,7 +253,7 @@ def _flags(frame: pd.DataFrame) -> pd.DataFrame:
                 hits = sum(1 for v in values if v >= 0.5)
                 rows.append({"judge": judge, "rubric": rubric, "model": model, "flag": flag, "source": "judge",
                              "n": len(values), "count": hits, "rate": hits / len(values)})
-        items = {_item_id(r): bool(r.get("injection_detected")) for _, r in group.iterrows()}
+        items = {_item_id(r): bool(r.get("injection_detected")) for r in _rows(group)}
         hits = sum(items.values())
         rows.append({"judge": judge, "rubric": rubric, "model": model, "flag": "injection_attempt", "source": "tool",
                      "n": len(items), "count": hits, "rate": hits / len(items) if items else float("nan")})
@@ -469,7 +499,7 @@ def _self_consistency(frame: pd.DataFrame) -> pd.DataFrame:
         ok = group[group["outcome"] == "ok"]
         for criterion in _keys_in_order(ok["scores"]):
             per_item: dict[tuple, list[Any]] = {}
-            for _, row in group.iterrows():
+            for row in _rows(group):
                 scores = row["scores"] if isinstance(row["scores"], dict) else {}
                 per_item.setdefault(_item_id(row), []).append(scores.get(criterion))
             try:
@@ -484,7 +514,7 @@ def _self_consistency(frame: pd.DataFrame) -> pd.DataFrame:
 def _contradictions(ok: pd.DataFrame) -> pd.DataFrame:
     cols = ["judge", "rubric", "model", "dataset", "problem_id", "repeat", "criterion", "score", "correct", "kind"]
     rows = []
-    for _, row in ok.iterrows():
+    for row in _rows(ok):
         criterion = row.get("grader_check")
         scale = row.get("scale")
         correct = row.get("correct")

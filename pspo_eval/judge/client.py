@@ -21,13 +21,12 @@ from typing import Any
 from pspo_eval.endpoint.client import ChatClient, ChatReply
 from pspo_eval.endpoint.retry import CallUsage, EndpointError, RetryPolicy, parse_retry_after
 from pspo_eval.errors import PspoError
+from pspo_eval.judge.config import STRATEGIES
 from pspo_eval.judge.records import Usage
 from pspo_eval.judge.specs import JudgeSpec
 
 __all__ = ["STRATEGIES", "JudgeCallError", "JudgeClient", "JudgeReply", "ProbeResult", "now_iso",
            "parse_retry_after", "probe_strategy"]
-
-STRATEGIES = ("json_schema", "json_object", "prompt")
 
 
 class JudgeCallError(Exception):

@@ -134,6 +134,25 @@ class Template(BaseModel):
     user: str = Field(min_length=1, description="The user message; {{placeholders}} are filled per item.")
 
 
+def _check_template(mode: str, template: Template) -> None:
+    """Every placeholder of the template is known in ``mode``, and the ones the mode needs are there."""
+    for part in ("system", "user"):
+        text = getattr(template, part)
+        used = set(_PLACEHOLDER.findall(text))
+        unknown = used - PLACEHOLDERS[mode]
+        if unknown:
+            raise ValueError(
+                f"template.{part}: unknown placeholder(s) {', '.join('{{' + u + '}}' for u in sorted(unknown))}"
+                f" (known in {mode} mode: {', '.join(sorted(PLACEHOLDERS[mode]))})"
+            )
+    used = set(_PLACEHOLDER.findall(template.user)) | set(_PLACEHOLDER.findall(template.system))
+    missing = REQUIRED[mode] - used
+    if missing:
+        raise ValueError(
+            f"template: the {mode} mode needs placeholder(s) {', '.join('{{' + m + '}}' for m in sorted(missing))}"
+        )
+
+
 class Rubric(BaseModel):
     """A validated rubric file (see docs/judging.md for the format)."""
 
@@ -174,21 +193,7 @@ class Rubric(BaseModel):
                 raise ValueError("grader_check: only absolute and reference rubrics are compared with the grader")
             if self.grader_check not in {c.key for c in self.criteria}:
                 raise ValueError(f"grader_check: '{self.grader_check}' is not one of the criteria")
-        for part in ("system", "user"):
-            text = getattr(self.template, part)
-            used = set(_PLACEHOLDER.findall(text))
-            unknown = used - PLACEHOLDERS[self.mode]
-            if unknown:
-                raise ValueError(
-                    f"template.{part}: unknown placeholder(s) {', '.join('{{' + u + '}}' for u in sorted(unknown))}"
-                    f" (known in {self.mode} mode: {', '.join(sorted(PLACEHOLDERS[self.mode]))})"
-                )
-        used = set(_PLACEHOLDER.findall(self.template.user)) | set(_PLACEHOLDER.findall(self.template.system))
-        missing = REQUIRED[self.mode] - used
-        if missing:
-            raise ValueError(
-                f"template: the {self.mode} mode needs placeholder(s) {', '.join('{{' + m + '}}' for m in sorted(missing))}"
-            )
+        _check_template(self.mode, self.template)
         return self
 
     # -- identity ------------------------------------------------------------------------------

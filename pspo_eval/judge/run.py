@@ -1,4 +1,4 @@
-"""The judge stage: ``judge_run(run_dir, judges, rubric)`` judges a run's responses and stores Judgments.
+"""The judge stage: ``judge_run(run_dir, JudgeConfig(judges=..., rubric=...))`` judges a run's responses and stores Judgments.
 
 Flow, per judge:
 
@@ -34,7 +34,8 @@ from pspo_eval.console import log, progress, warn
 from pspo_eval.errors import PspoError
 from pspo_eval.judge import prompts
 from pspo_eval.judge.agreement import expected_scores
-from pspo_eval.judge.client import STRATEGIES, JudgeCallError, JudgeClient, now_iso, probe_strategy
+from pspo_eval.judge.client import JudgeCallError, JudgeClient, now_iso, probe_strategy
+from pspo_eval.judge.config import STRATEGIES, JudgeConfig, judge_config
 from pspo_eval.judge.parsing import looks_like_refusal, parse_verdict
 from pspo_eval.judge.records import FINAL_OUTCOMES, ORDER_PREFERENCE, OUTCOMES, Judgment, Usage
 from pspo_eval.judge.rubric import RATIONALE, Rubric, load_rubric
@@ -43,8 +44,6 @@ from pspo_eval.judge.specs import JudgeSpec, check_key, known_secrets, parse_jud
 from pspo_eval.store import RunStore, Shard, atomic_write_json, stable_hash
 
 RAW_MAX_CHARS = 4000
-REMOTE_TIMEOUT = 120.0
-LOCAL_TIMEOUT = 900.0
 
 
 @dataclass
@@ -429,8 +428,7 @@ class _StopState:
 
 
 async def _run_tasks(
-    client: JudgeClient, tasks: list[Task], rubric: Rubric, strategy: str, shard: Shard, *, concurrency: int,
-    max_tokens: int, temperature: float, reasks: int, max_consecutive_failures: int,
+    client: JudgeClient, tasks: list[Task], rubric: Rubric, strategy: str, shard: Shard, config: JudgeConfig, *,
     price: tuple[float, float] | None, secrets: list[str], label: str,
 ) -> _JudgeResult:
     queue: asyncio.Queue[Task] = asyncio.Queue()
@@ -451,8 +449,8 @@ async def _run_tasks(
                 except asyncio.QueueEmpty:
                     return
                 record, error_kind = await _judge_task(
-                    client, task, rubric, strategy, max_tokens=max_tokens, temperature=temperature,
-                    reasks=reasks, secrets=secrets, price=price)
+                    client, task, rubric, strategy, max_tokens=config.max_tokens, temperature=config.temperature,
+                    reasks=config.reasks, secrets=secrets, price=price)
                 shard.append([record])
                 outcomes[record.outcome] += 1
                 usage.add(record.usage)
@@ -461,12 +459,12 @@ async def _run_tasks(
                 bar.advance(bar_task)
                 if error_kind == "connection":
                     state.consecutive += 1
-                    if state.consecutive >= max_consecutive_failures and state.stopped is None:
+                    if state.consecutive >= config.max_consecutive_failures and state.stopped is None:
                         state.stopped = record.error or "connection failed"
                 else:
                     state.consecutive = 0
 
-        workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(tasks))))]
+        workers = [asyncio.create_task(worker()) for _ in range(max(1, min(config.concurrency, len(tasks))))]
         try:
             await asyncio.gather(*workers)
         finally:
@@ -508,10 +506,9 @@ async def _choose_strategy(client: JudgeClient, store: RunStore, spec: JudgeSpec
 
 
 def _run_one_judge(
-    spec: JudgeSpec, tasks: list[Task], rubric: Rubric, store: RunStore, shard: Shard, *, structured: str,
-    concurrency: int, timeout: float, max_retries: int, reasks: int, max_tokens: int, temperature: float,
-    max_consecutive_failures: int, price: tuple[float, float] | None, backoff_base: float,
+    spec: JudgeSpec, tasks: list[Task], rubric: Rubric, store: RunStore, shard: Shard, config: JudgeConfig,
 ) -> _JudgeResult:
+    """Start the judge's server if it is ours, choose the strategy, judge ``tasks``; the server stops after."""
     from contextlib import ExitStack
 
     with ExitStack() as stack:
@@ -524,14 +521,13 @@ def _run_one_judge(
             base_url, model = server.base_url, server.model_path
 
         async def main() -> _JudgeResult:
-            client = JudgeClient(spec, base_url=base_url, model=model, timeout=timeout, max_retries=max_retries,
-                                 backoff_base=backoff_base)
+            client = JudgeClient(spec, base_url=base_url, model=model, timeout=config.timeout_for(spec.kind),
+                                 max_retries=config.max_retries, backoff_base=config.backoff_base)
             try:
-                strategy, probe_usage = await _choose_strategy(client, store, spec, structured)
-                result = await _run_tasks(
-                    client, tasks, rubric, strategy, shard, concurrency=concurrency, max_tokens=max_tokens,
-                    temperature=temperature, reasks=reasks, max_consecutive_failures=max_consecutive_failures,
-                    price=price, secrets=known_secrets(spec), label=spec.identity)
+                strategy, probe_usage = await _choose_strategy(client, store, spec, config.structured)
+                result = await _run_tasks(client, tasks, rubric, strategy, shard, config,
+                                          price=_price_for(spec, config.prices), secrets=known_secrets(spec),
+                                          label=spec.identity)
                 result.usage.add(probe_usage)
                 return result
             finally:
@@ -545,113 +541,48 @@ def _run_one_judge(
 
 
 def judge_run(
-    run_dir: str | Path,
-    judges: list[str],
-    rubric_path: str | Path = "math_response_quality",
-    *,
-    per_dataset: int | None = None,
-    repeats: int = 1,
-    concurrency: int = 8,
-    timeout: float | None = None,
-    max_retries: int = 4,
-    reasks: int = 2,
-    seed: int = 0,
-    temperature: float = 0.0,
-    max_tokens: int = 512,
-    models: list[str] | None = None,
-    datasets: list[str] | None = None,
-    setting: str | None = None,
-    pairwise_baseline: str | None = None,
-    pairs: str = "baseline",
-    api_key_env: str | None = None,
-    prices: dict[str, tuple[float, float]] | None = None,
-    structured: str = "auto",
-    max_consecutive_failures: int = 5,
-    backoff_base: float = 1.0,
+    run_dir: str | Path, config: JudgeConfig | list[str], rubric: str | Path | None = None, **settings: Any,
 ) -> JudgeSummary:
     """Judge a run's responses with each judge under one rubric (see the module docstring).
 
-    ``prices`` maps a judge identity, model name or spec to (USD per 1M prompt tokens, USD per 1M
-    completion tokens). ``timeout`` (seconds per request) defaults to 120 for remote judges and
-    900 for ``local``, whose CPU server answers one long judge prompt in minutes on a busy laptop.
-    ``pairs`` (pairwise rubrics): ``"baseline"`` compares every model with one baseline,
-    ``"all"`` every pair of models (round-robin). The caller holds the run's lock.
+    ``config`` says how (:class:`.config.JudgeConfig`); ``judge_run(run, judges, rubric, **settings)``
+    is short for ``judge_run(run, JudgeConfig(judges=judges, rubric=rubric, **settings))``. The caller
+    holds the run's lock.
     """
+    if isinstance(config, JudgeConfig):
+        if rubric is not None or settings:
+            raise TypeError("judge_run(run_dir, JudgeConfig) takes no further settings: put them in the config")
+    else:
+        extra = {"rubric": str(rubric)} if rubric is not None else {}
+        config = judge_config(judges=list(config), **extra, **settings)
     started = time.perf_counter()
     store = RunStore(run_dir)
     if not store.root.is_dir():
         raise PspoError(f"run directory {store.root} does not exist", "give the --out directory of `pspo-eval evaluate`")
-    if not judges:
+    if not config.judges:
         raise PspoError("no judge given", "add --judge local, --judge openai:MODEL or --judge URL::MODEL")
-    _check_settings(repeats=repeats, concurrency=concurrency, timeout=1.0 if timeout is None else timeout, max_retries=max_retries,
-                    reasks=reasks, max_tokens=max_tokens, temperature=temperature, structured=structured,
-                    max_consecutive_failures=max_consecutive_failures)
-    rubric = load_rubric(rubric_path)
-    specs: list[JudgeSpec] = []
-    for text in judges:
-        spec = parse_judge_spec(text, api_key_env=api_key_env)
-        if spec.identity not in {s.identity for s in specs}:
-            specs.append(spec)
-    for spec in specs:
-        check_key(spec)
-
-    manifest = store.read_manifest()
-    chosen = pick_responses(load_samples(store), models=models, datasets=datasets, setting=setting)
-    if per_dataset is not None:
-        keep = stratified_problems(chosen, per_dataset, seed)
-        chosen = {k: v for k, v in chosen.items() if (k[1], k[2]) in keep}
-    if pairs not in ("baseline", "all"):
-        raise PspoError(f"--pairs must be 'baseline' or 'all', got {pairs!r}", "see `pspo-eval judge --help`")
-    baseline = None
-    if rubric.mode == "pairwise" and pairs == "baseline":
-        baseline = _pick_baseline(sorted({k[0] for k in chosen}), pairwise_baseline)
-    items = _build_items(rubric, chosen, manifest, baseline, pairs)
-    if not items:
-        raise PspoError("nothing to judge: no item pairs two models' responses to one problem"
-                        if rubric.mode == "pairwise" else "nothing to judge", "check --model / --dataset / --baseline")
-
-    summary = JudgeSummary(run_dir=str(store.root), rubric=rubric.ident, judges=[s.identity for s in specs])
+    rubric_ = load_rubric(config.rubric)
+    specs = _specs(config)
+    items = _select_items(store, rubric_, config)
+    summary = JudgeSummary(run_dir=str(store.root), rubric=rubric_.ident, judges=[s.identity for s in specs])
     total_usage = Usage()
     new_outcomes: Counter = Counter()
     covered: dict[str, set[str]] = {}
     stop_message: str | None = None
     for spec in specs:
-        tasks = _tasks_for(spec, rubric, items, repeats=repeats, seed=seed, temperature=temperature,
-                           max_tokens=max_tokens)
+        tasks = _tasks_for(spec, rubric_, items.items, repeats=config.repeats, seed=config.seed,
+                           temperature=config.temperature, max_tokens=config.max_tokens)
         covered[spec.identity] = {t.item_key for t in tasks}
-        shard = store.shard("judgments", spec.label, rubric.name)
-        done = final_keys(shard)
-        todo = [t for t in tasks if t.item_key not in done]
-        summary.items += len(tasks)
-        summary.cached += len(tasks) - len(todo)
-        if not todo:
-            log(f"judge {spec.identity}: all {len(tasks)} items already judged (no requests sent)")
+        result = _judge_missing(spec, tasks, rubric_, store, config, items.baseline, summary)
+        if result is None:
             continue
-        log(f"judge {spec.identity}: {len(todo)} to judge, {len(tasks) - len(todo)} already judged")
-        price = _price_for(spec, prices)
-        _record_manifest(store, spec, rubric, dict(
-            per_dataset=per_dataset, repeats=repeats, concurrency=concurrency, timeout=timeout,
-            max_retries=max_retries, reasks=reasks, seed=seed, temperature=temperature, max_tokens=max_tokens,
-            models=models, datasets=datasets, setting=setting, baseline=baseline, pairs=pairs, structured=structured,
-        ))
-        spec_timeout = timeout if timeout is not None else (LOCAL_TIMEOUT if spec.kind in ("local", "vllm") else REMOTE_TIMEOUT)
-        result = _run_one_judge(
-            spec, todo, rubric, store, shard, structured=structured, concurrency=concurrency, timeout=spec_timeout,
-            max_retries=max_retries, reasks=reasks, max_tokens=max_tokens, temperature=temperature,
-            max_consecutive_failures=max_consecutive_failures, price=price, backoff_base=backoff_base,
-        )
-        summary.strategies[spec.identity] = result.strategy
-        summary.judged += result.judged
-        summary.judging_s += result.judging_s
-        summary.http_s += result.http_s
         new_outcomes.update(result.outcomes)
         total_usage.add(result.usage)
         if result.usage.cost_usd is not None:
             total_usage.cost_usd = (total_usage.cost_usd or 0.0) + result.usage.cost_usd
-        _record_manifest(store, spec, rubric, None, strategy=result.strategy)
         if result.stopped is not None:
-            stop_message = (f"judge {spec.identity} unreachable: {max_consecutive_failures} items in a row failed to "
-                            f"connect ({result.stopped}); stopped after {result.judged} items this run")
+            stop_message = (f"judge {spec.identity} unreachable: {config.max_consecutive_failures} items in a row "
+                            f"failed to connect ({result.stopped}); stopped after {result.judged} items this run")
             break
 
     summary.new_outcomes = {o: new_outcomes.get(o, 0) for o in OUTCOMES}
@@ -660,6 +591,70 @@ def judge_run(
     if stop_message is not None:
         raise PspoError(stop_message, "every finished item is saved: start the judge again and rerun the same "
                                       "command to resume")
+    _summarize(summary, store, rubric_, covered)
+    return summary
+
+
+def _specs(config: JudgeConfig) -> list[JudgeSpec]:
+    """The judges' parsed specs, duplicates (same identity) dropped, each with its key checked."""
+    specs: list[JudgeSpec] = []
+    for text in config.judges:
+        spec = parse_judge_spec(text, api_key_env=config.api_key_env)
+        if spec.identity not in {s.identity for s in specs}:
+            specs.append(spec)
+    for spec in specs:
+        check_key(spec)
+    return specs
+
+
+@dataclass
+class _Selection:
+    items: list[_Item]
+    baseline: str | None  # pairwise with pairs="baseline": the model every other is compared with
+
+
+def _select_items(store: RunStore, rubric: Rubric, config: JudgeConfig) -> _Selection:
+    """The responses to judge (models, datasets, setting, the stratified sample) rendered as items."""
+    manifest = store.read_manifest()
+    chosen = pick_responses(load_samples(store), models=config.models, datasets=config.datasets,
+                            setting=config.setting)
+    if config.per_dataset is not None:
+        keep = stratified_problems(chosen, config.per_dataset, config.seed)
+        chosen = {k: v for k, v in chosen.items() if (k[1], k[2]) in keep}
+    baseline = None
+    if rubric.mode == "pairwise" and config.pairs == "baseline":
+        baseline = _pick_baseline(sorted({k[0] for k in chosen}), config.pairwise_baseline)
+    items = _build_items(rubric, chosen, manifest, baseline, config.pairs)
+    if not items:
+        raise PspoError("nothing to judge: no item pairs two models' responses to one problem"
+                        if rubric.mode == "pairwise" else "nothing to judge", "check --model / --dataset / --baseline")
+    return _Selection(items, baseline)
+
+
+def _judge_missing(spec: JudgeSpec, tasks: list[Task], rubric: Rubric, store: RunStore, config: JudgeConfig,
+                   baseline: str | None, summary: JudgeSummary) -> _JudgeResult | None:
+    """Judge the tasks without a final record yet (None when there are none); counts go into ``summary``."""
+    shard = store.shard("judgments", spec.label, rubric.name)
+    done = final_keys(shard)
+    todo = [t for t in tasks if t.item_key not in done]
+    summary.items += len(tasks)
+    summary.cached += len(tasks) - len(todo)
+    if not todo:
+        log(f"judge {spec.identity}: all {len(tasks)} items already judged (no requests sent)")
+        return None
+    log(f"judge {spec.identity}: {len(todo)} to judge, {len(tasks) - len(todo)} already judged")
+    _record_manifest(store, spec, rubric, config.manifest_settings(baseline))
+    result = _run_one_judge(spec, todo, rubric, store, shard, config)
+    summary.strategies[spec.identity] = result.strategy
+    summary.judged += result.judged
+    summary.judging_s += result.judging_s
+    summary.http_s += result.http_s
+    _record_manifest(store, spec, rubric, None, strategy=result.strategy)
+    return result
+
+
+def _summarize(summary: JudgeSummary, store: RunStore, rubric: Rubric, covered: dict[str, set[str]]) -> None:
+    """Outcome counts per judge and the aggregation, over every item this call covers (cached ones too)."""
     from pspo_eval.judge.aggregate import aggregate, load_judgments
 
     frame = load_judgments(store.root, rubric=rubric.name, judges=list(covered))
@@ -672,24 +667,6 @@ def judge_run(
         for judge in covered
     }
     summary.aggregation = aggregate(frame)
-    return summary
-
-
-def _check_settings(**s: Any) -> None:
-    checks = [
-        (s["repeats"] >= 1, f"--repeats must be at least 1, got {s['repeats']}"),
-        (s["concurrency"] >= 1, f"--concurrency must be at least 1, got {s['concurrency']}"),
-        (s["timeout"] > 0, f"--timeout must be positive, got {s['timeout']}"),
-        (s["max_retries"] >= 0, f"--max-retries must be >= 0, got {s['max_retries']}"),
-        (s["reasks"] >= 0, f"--reasks must be >= 0, got {s['reasks']}"),
-        (s["max_tokens"] >= 16, f"--max-tokens must be at least 16, got {s['max_tokens']}"),
-        (0.0 <= s["temperature"] <= 2.0, f"--temperature must lie in [0, 2], got {s['temperature']}"),
-        (s["structured"] in ("auto", *STRATEGIES), f"--structured must be auto, {', '.join(STRATEGIES)}"),
-        (s["max_consecutive_failures"] >= 1, "--max-consecutive-failures must be at least 1"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise PspoError(message, "see `pspo-eval judge --help`")
 
 
 def _pick_baseline(models: list[str], wanted: str | None) -> str:

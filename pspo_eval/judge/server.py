@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -87,10 +88,7 @@ class LocalServer:
         cmd = self.command()
         fd, name = tempfile.mkstemp(prefix="pspo-judge-serve-", suffix=".log")
         self._log = Path(name)
-        env = dict(os.environ)
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        env.update(self.extra_env())
+        env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **os.environ, **self.extra_env()}
         log(f"starting {self.what}: {self.model_ref} on 127.0.0.1:{self.port} ({self.device})")
         with os.fdopen(fd, "w") as out:
             self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -107,42 +105,18 @@ class LocalServer:
 
     def _wait_healthy(self) -> None:
         assert self._proc is not None
-        deadline = time.monotonic() + self.startup_timeout
-        url = f"http://127.0.0.1:{self.port}/health"
-        with httpx.Client(timeout=2.0, trust_env=False) as http:
-            while time.monotonic() < deadline:
-                if self._proc.poll() is not None:
-                    raise PspoError(f"{self.what} server exited with code {self._proc.returncode}: {self._tail()}",
-                                    self.fix)
-                try:
-                    if http.get(url).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-        raise PspoError(f"{self.what} server did not become healthy within {self.startup_timeout:.0f}s: {self._tail()}",
-                        "the machine may be overloaded; rerun the same command to resume")
+        _wait_healthy(self._proc, f"http://127.0.0.1:{self.port}/health", self.startup_timeout, self.what, self.fix,
+                      self._tail)
 
     def _tail(self) -> str:
-        try:
-            text = self._log.read_text(errors="replace") if self._log else ""
-        except OSError:
-            text = ""
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        return " | ".join(lines[-3:])[-400:] or "no output"
+        return _log_tail(self._log)
 
     def stop(self) -> None:
         """SIGTERM to the server's process group, SIGKILL to whatever of it is left after 15 s: the
         group, not only its leader (vLLM's server runs its engine in a child process)."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            _signal_group(proc.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and (proc.poll() is None or _group_alive(proc.pid)):
-                time.sleep(0.1)
-            if proc.poll() is None or _group_alive(proc.pid):
-                _signal_group(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            _terminate_group(proc)
         if self._log is not None:
             try:
                 self._log.unlink()
@@ -195,6 +169,45 @@ class VLLMServer(LocalServer):
 def judge_server(kind: str, model: str) -> LocalServer:
     """The server a judge spec of kind ``local`` or ``vllm`` starts (a context manager)."""
     return VLLMServer(model) if kind == "vllm" else LocalServer(model)
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, timeout: float, what: str, fix: str,
+                  tail: Callable[[], str]) -> None:
+    """Poll ``url`` until it answers 200; a server that exits, or is not healthy in time, is a PspoError."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0, trust_env=False) as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise PspoError(f"{what} server exited with code {proc.returncode}: {tail()}", fix)
+            try:
+                if http.get(url).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+    raise PspoError(f"{what} server did not become healthy within {timeout:.0f}s: {tail()}",
+                    "the machine may be overloaded; rerun the same command to resume")
+
+
+def _log_tail(path: Path | None) -> str:
+    """The last three non-empty lines of a server log (at most 400 characters), for an error message."""
+    try:
+        text = path.read_text(errors="replace") if path else ""
+    except OSError:
+        text = ""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return " | ".join(lines[-3:])[-400:] or "no output"
+
+
+def _terminate_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process group of ``proc``; SIGKILL to whatever of it is left after 15 s."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (proc.poll() is None or _group_alive(proc.pid)):
+        time.sleep(0.1)
+    if proc.poll() is None or _group_alive(proc.pid):
+        _signal_group(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
