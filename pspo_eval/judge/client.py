@@ -56,6 +56,11 @@ class JudgeReply:
         """Per reply token, its top alternatives (token -> logprob); None unless asked for and given."""
         return self.reply.top_logprobs
 
+    @property
+    def tokens(self) -> list[tuple[str, float]] | None:
+        """The generated tokens with their log-probabilities; None unless asked for and given."""
+        return self.reply.tokens
+
 
 def _usage(counts: CallUsage) -> Usage:
     return Usage(**asdict(counts))

@@ -325,7 +325,7 @@ def _expected(rubric: Rubric, reply: Any) -> dict[str, float] | None:
     scale = {c.key: (c.low, c.high) for c in rubric.criteria if c.scale is not None}
     if rubric.mode == "pairwise" or not scale:
         return None
-    sampled = [token for token, _ in reply.reply.tokens] if reply.reply.tokens else None
+    sampled = [token for token, _ in reply.tokens] if reply.tokens else None
     return expected_scores(reply.content, reply.top_logprobs, scale, sampled)
 
 
