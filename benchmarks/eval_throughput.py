@@ -121,7 +121,7 @@ def run_lm_eval(model_dir: str, args, dtype: str) -> float:
 # -- where a decode step's time goes (--profile) ---------------------------------------------------
 PROFILE_PARTS = {  # FastDecoder method → the part of the step it is
     "_lin": "projections (QKV, output, gate/up, down)",
-    "_attend": "attention over the KV cache (cache write + fused SDPA)",
+    "_attend": "attention over the KV cache (cache write + products)",
     "_rms": "RMS norms",
     "_rope": "rotary embedding",
     "_choose": "sampling (argmax / top-p)",
