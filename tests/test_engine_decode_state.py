@@ -37,20 +37,3 @@ def test_compact_keeps_only_live_rows_cache_and_positions_aligned():
     assert state.key_valid.shape == (2, 4)
 
 
-
-def test_decode_attention_over_the_full_masked_cache_equals_the_slice():
-    # bf16 decode steps attend over the whole preallocated cache (masked) so nothing is copied
-    from pspo_eval.generation.engine import FastDecoder
-
-    torch.manual_seed(0)
-    B, KV, G, D, S, end = 4, 3, 3, 16, 40, 25
-    for dtype in (torch.bfloat16, torch.float32):
-        ck, cv = torch.zeros(B, KV, S, D, dtype=dtype), torch.zeros(B, KV, S, D, dtype=dtype)
-        ck[:, :, :end], cv[:, :, :end] = torch.randn(2, B, KV, end, D, dtype=dtype)
-        q = torch.randn(B, KV * G, 1, D, dtype=dtype)
-        valid = torch.zeros(B, S, dtype=torch.bool)
-        valid[:, :end] = True
-        valid[1, 3:7] = False  # left padding of one row
-        sliced = FastDecoder._decode_attention(None, q, ck[:, :, :end], cv[:, :, :end], valid[:, None, None, :end])
-        full = FastDecoder._decode_attention(None, q, ck, cv, valid[:, None, None, :])
-        assert torch.equal(sliced, full)

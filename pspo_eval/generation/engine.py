@@ -233,7 +233,7 @@ class FastDecoder:
         positions: torch.Tensor,  # [B, T]
         cache: list[tuple[torch.Tensor, torch.Tensor]],  # per layer ([B, KV, S, D], [B, KV, S, D])
         start: int,  # cache column of ids[:, 0]
-        mask: torch.Tensor,  # [B, 1, T, start+T] bool, True = attend (a decode step: [B, 1, 1, S])
+        mask: torch.Tensor,  # [B, 1, T, start+T] bool, True = attend
     ) -> torch.Tensor:
         B, T = ids.shape
         H, KV, D = self.n_heads, self.n_kv, self.head_dim
@@ -265,21 +265,14 @@ class FastDecoder:
 
         Prefill uses the fused ``scaled_dot_product_attention``; a decode step (one query per row)
         uses :meth:`_decode_attention`: with the fused kernel a bf16 decode step took 3.5× the CPU
-        time (measured: 64 GSM8K prompts' cache, 1 thread, interleaved A/B in one process). When the
-        mask covers the whole cache (``mask.shape[-1] == S``, as decode steps pass it), attention runs
-        over the full preallocated width: the cache is then contiguous and the batched products read
-        it in place, where a column slice ``:end`` is copied first (bf16 ``matmul``); the unused
-        columns are masked out (zero weight on zero values, the same result bit for bit). Measured
-        per decode step (CPU time, 32 GSM8K rows, 1 thread, interleaved A/B): bf16 143 → 123 ms;
-        fp32 222 → 232 ms, so fp32 keeps the slice.
+        time (measured: 64 GSM8K prompts' cache, 1 thread, interleaved A/B in one process).
         """
         ck, cv = layer_cache
         end = start + q.shape[2]
         ck[:, :, start:end] = k
         cv[:, :, start:end] = v
         if q.shape[2] == 1:
-            width = ck.shape[2] if mask.shape[-1] == ck.shape[2] else end
-            return self._decode_attention(q, ck[:, :, :width], cv[:, :, :width], mask)
+            return self._decode_attention(q, ck[:, :, :end], cv[:, :, :end], mask)
         return F.scaled_dot_product_attention(
             q, ck[:, :, :end], cv[:, :, :end], attn_mask=mask, enable_gqa=self.n_kv != self.n_heads
         )
@@ -353,9 +346,7 @@ class FastDecoder:
         """One new token per batch row: write it at the next cache column, return the next logits."""
         col = state.col
         state.key_valid[:, col] = True
-        # bf16/fp16: attend over the whole cache width (see _attend); fp32 matmuls read the slice in place
-        width = state.key_valid.shape[1] if self.dtype != torch.float32 else col + 1
-        mask = state.key_valid[:, None, None, :width]
+        mask = state.key_valid[:, None, None, : col + 1]
         hidden = self._forward(token[:, None], state.pos_next[:, None], state.cache, col, mask)
         state.pos_next += 1
         state.col += 1
