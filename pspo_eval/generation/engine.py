@@ -265,7 +265,7 @@ class FastDecoder:
 
         Prefill uses the fused ``scaled_dot_product_attention``; a decode step (one query per row)
         uses :meth:`_decode_attention`: with the fused kernel a bf16 decode step took 3.5× the CPU
-        time (measured: 64 GSM8K prompts' cache, 1 thread, interleaved A/B in one process).
+        time (measured: 32 GSM8K prompts' cache, 1 thread, interleaved A/B in one process).
         """
         ck, cv = layer_cache
         end = start + q.shape[2]
