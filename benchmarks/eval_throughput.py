@@ -17,8 +17,10 @@ It also reports how far our generation is from this machine's compute roofline: 
 tokens processed (2 × parameters per prompt and generated token) against the matrix-product rate
 measured here at the same shapes.
 
-One line per dtype reads ``eval_throughput ours_s=… vllm_s=… lm_eval_s=… dtype=…``; the last line
-of the output is the last dtype's.
+One line per dtype reads ``eval_throughput n=… ours_s=… vllm_s=… lm_eval_s=… ours_gen_tok_s=…
+vllm_gen_tok_s=… roofline=…% dtype=…`` (``*_gen_tok_s``: steady-state generation, new tokens over
+the seconds spent generating, start-up excluded); the last line of the output is the last dtype's.
+``--n 256`` measures the larger run; ``--profile`` first prints where a decode step's time goes.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ def matmul_gflops(dtype_name: str, threads: int | None = None) -> float:
     return best
 
 
+def gen_tokens_per_s(rows: list[dict]) -> float:
+    """Steady-state generation rate: new tokens over the seconds spent generating (no start-up)."""
+    return sum(r["completion_tokens"] for r in rows) / max(sum(r["gen_seconds"] for r in rows), 1e-9)
+
+
 def run_ours(model_dir: str, args, dtype: str, backend: str) -> tuple[float, list[dict]]:
     """One ``pspo-eval evaluate`` process on the benchmark's work: (whole-process seconds, its records)."""
     out = Path(tempfile.mkdtemp(prefix=f"pspo-bench-eval-{backend}-")) / "run"
@@ -76,8 +83,8 @@ def run_ours(model_dir: str, args, dtype: str, backend: str) -> tuple[float, lis
     return seconds, rows
 
 
-def roofline(dtype: str, rows: list[dict]) -> None:
-    """Print the share of this machine's matrix-product rate our generation reached."""
+def roofline(dtype: str, rows: list[dict]) -> float:
+    """Print (and return) the share of this machine's matrix-product rate our generation reached."""
     import torch
 
     n_params = 134_515_008  # SmolLM2-135M, embeddings tied (the LM head is a 576×49152 product per token)
@@ -89,6 +96,7 @@ def roofline(dtype: str, rows: list[dict]) -> None:
     print(f"roofline: {gflops:.0f} GFLOP/s measured for {dtype} matrix products on {torch.get_num_threads()} threads; "
           f"the {tokens} tokens processed need {flops / 1e12:.2f} TFLOP = {floor_s:.1f}s at that rate; "
           f"generation took {gen_s:.1f}s ({100 * floor_s / gen_s:.0f}% of roofline)")
+    return floor_s / gen_s
 
 
 def run_lm_eval(model_dir: str, args, dtype: str) -> float:
@@ -110,6 +118,86 @@ def run_lm_eval(model_dir: str, args, dtype: str) -> float:
     return seconds
 
 
+# -- where a decode step's time goes (--profile) ---------------------------------------------------
+PROFILE_PARTS = {  # FastDecoder method → the part of the step it is
+    "_lin": "projections (QKV, output, gate/up, down)",
+    "_attend": "attention over the KV cache (cache write + products)",
+    "_rms": "RMS norms",
+    "_rope": "rotary embedding",
+    "_choose": "sampling (argmax / top-p)",
+}
+
+
+def _timed(acc: dict, phase: list, name: str, fn, label_of=None):
+    """``fn`` wrapped to add its wall time to ``acc[(phase, label)]`` (all CPU work is synchronous)."""
+
+    def wrapper(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            label = label_of(*a) if label_of else name
+            acc[(phase[0], label)] = acc.get((phase[0], label), 0.0) + time.perf_counter() - t0
+
+    return wrapper
+
+
+def profile_decode(n: int, dtype: str, max_new_tokens: int, batch_size: int) -> None:
+    """Decode the benchmark's first batch in process with each part of the step timed; print the table.
+
+    The parts are FastDecoder's own methods, each wrapped in a timer on the instance (nothing in the
+    hot path changes when not profiling); "Python and the rest" is the decode step's wall time minus
+    the timed parts (embedding, residual adds, SiLU·up, reshapes, loop bookkeeping, interpreter).
+    """
+    from pspo_eval.data import load_dataset
+    from pspo_eval.generation.engine import _DecodeState
+    from pspo_eval.generation.hf import HFBackend
+    from pspo_eval.generation.prompts import PromptConfig, render_messages
+    from pspo_eval.models import resolve_model
+
+    backend = HFBackend(str(resolve_model("smollm2-135m-instruct")), dtype=dtype)
+    dec = backend.decoder
+    pc = PromptConfig()
+    problems = load_dataset("gsm8k", limit=min(n, batch_size))
+    prompts = [backend.encode(backend.render(render_messages(p, pc), p, pc)) for p in problems]
+    acc: dict = {}
+    phase = ["prefill"]
+    for name in PROFILE_PARTS:
+        vocab = (lambda x, w, b=None: "vocabulary projection (49,152 rows)" if w is dec.lm_head else "_lin") if name == "_lin" else None
+        setattr(dec, name, _timed(acc, phase, name, getattr(dec, name), vocab))
+    step = dec._decode_step
+    steps = [0]
+
+    def decode_step(*a):
+        phase[0], steps[0] = "decode", steps[0] + 1
+        return _timed(acc, phase, "step", step)(*a)
+
+    dec._decode_step = decode_step
+    record = _DecodeState.record
+    _DecodeState.record = _timed(acc, phase, "_choose", record)  # token bookkeeping counts as sampling
+    try:
+        t0 = time.perf_counter()
+        done = dec.generate(prompts, max_new_tokens=max_new_tokens, stop_ids=backend.stop_ids)
+        total = time.perf_counter() - t0
+    finally:
+        _DecodeState.record = record
+    _print_profile(acc, steps[0], total, sum(len(c.token_ids) for c in done), len(prompts), dtype)
+
+
+def _print_profile(acc: dict, steps: int, total: float, tokens: int, batch: int, dtype: str) -> None:
+    decode = {k[1]: v for k, v in acc.items() if k[0] == "decode"}
+    step_s = decode.pop("step", 0.0)  # sampling and bookkeeping run between steps, timed apart
+    prefill_s = total - step_s - decode.get("_choose", 0.0)
+    rows = [(PROFILE_PARTS.get(k, k), v) for k, v in decode.items()]
+    timed = sum(v for k, v in decode.items() if k != "_choose")
+    rows.append(("Python and the rest of the step", step_s - timed))
+    whole = step_s + decode.get("_choose", 0.0)
+    print(f"profile ({dtype}, {batch} prompts, one batch): {total:.1f}s = prefill {prefill_s:.1f}s + "
+          f"{steps} decode steps {whole:.1f}s ({1e3 * whole / max(steps, 1):.1f} ms/step), {tokens} new tokens")
+    for name, sec in sorted(rows, key=lambda r: -r[1]):
+        print(f"profile   {name:<58} {sec:6.2f}s {1e3 * sec / max(steps, 1):7.2f} ms/step {100 * sec / whole:5.1f}%")
+
+
 def vllm_available() -> bool:
     return subprocess.run([sys.executable, "-c", "import vllm"], capture_output=True).returncode == 0
 
@@ -122,6 +210,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="auto (bf16 and fp32 where bf16 is native, else fp32) | bf16 | fp32")
     parser.add_argument("--skip-anchor", action="store_true", help="no lm-evaluation-harness run")
     parser.add_argument("--skip-vllm", action="store_true", help="no vllm backend run")
+    parser.add_argument("--profile", action="store_true",
+                        help="first print where a decode step's time goes (one batch of our decoder, in process)")
+    parser.add_argument("--profile-only", action="store_true", help="print the profile and stop")
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO))
@@ -133,6 +224,11 @@ def main() -> None:
         print(f"dtypes: {', '.join(dtypes)} ({'native bf16 on this CPU' if len(dtypes) == 2 else 'no native bf16 here: fp32 only'})")
     else:
         dtypes = [args.dtype]
+    if args.profile or args.profile_only:
+        for dtype in dtypes:
+            profile_decode(args.n, dtype, args.max_new_tokens, args.batch_size)
+        if args.profile_only:
+            return
     model_dir = str(resolve_model("smollm2-135m-instruct"))
     with_vllm = not args.skip_vllm and vllm_available()
     if not args.skip_vllm and not with_vllm:
@@ -141,12 +237,15 @@ def main() -> None:
     for dtype in dtypes:
         print(f"-- {dtype} --")
         ours_s, rows = run_ours(model_dir, args, dtype, "hf")
-        roofline(dtype, rows)
-        vllm_s = run_ours(model_dir, args, dtype, "vllm")[0] if with_vllm else nan
+        share = roofline(dtype, rows)
+        vllm_s, vllm_rows = run_ours(model_dir, args, dtype, "vllm") if with_vllm else (nan, [])
+        ours_tok, vllm_tok = gen_tokens_per_s(rows), gen_tokens_per_s(vllm_rows) if vllm_rows else nan
         lm_eval_s = nan if args.skip_anchor else run_lm_eval(model_dir, args, dtype)
         print(f"ratios ({dtype}): vllm/ours={vllm_s / ours_s:.2f} lm_eval/ours={lm_eval_s / ours_s:.2f} "
-              f"lm_eval/vllm={lm_eval_s / vllm_s:.2f} (seconds over seconds: above 1, the first is slower)")
-        print(f"eval_throughput ours_s={ours_s:.1f} vllm_s={vllm_s:.1f} lm_eval_s={lm_eval_s:.1f} dtype={dtype}")
+              f"lm_eval/vllm={lm_eval_s / vllm_s:.2f} (seconds over seconds: above 1, the first is slower); "
+              f"generation tok/s ours/vllm={ours_tok / vllm_tok:.2f}")
+        print(f"eval_throughput n={args.n} ours_s={ours_s:.1f} vllm_s={vllm_s:.1f} lm_eval_s={lm_eval_s:.1f} "
+              f"ours_gen_tok_s={ours_tok:.0f} vllm_gen_tok_s={vllm_tok:.0f} roofline={100 * share:.0f}% dtype={dtype}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,50 @@ class _Layer:
     w_down: torch.Tensor
 
 
+@dataclass
+class _DecodeState:
+    """The batch being decoded: its cache, which key columns are valid, and each row's next position.
+
+    ``rows[j]`` is the prompt index at batch position ``j``; ``live[j]`` turns False when that row
+    stops (it stays in the batch, ignored, until :meth:`compact` drops it); ``col`` is the cache
+    column the next token is written to.
+    """
+
+    cache: list[tuple[torch.Tensor, torch.Tensor]]
+    key_valid: torch.Tensor  # [B, S] bool
+    pos_next: torch.Tensor  # [B] position id of the next token
+    col: int
+    rows: list[int]
+    live: list[bool]
+
+    def record(self, token: torch.Tensor, stop: torch.Tensor, out, finish, stopped_by) -> int:
+        """Append each live row's new token to its output (or finish it at a stop id); rows still live."""
+        tok_list = token.tolist()
+        stop_list = torch.isin(token, stop).tolist()
+        live = self.live
+        for j, r in enumerate(self.rows):
+            if not live[j]:
+                continue
+            if stop_list[j]:
+                finish[r] = "stop"
+                stopped_by[r] = tok_list[j]
+                live[j] = False
+            else:
+                out[r].append(tok_list[j])
+        return sum(live)
+
+    def compact(self, token: torch.Tensor) -> torch.Tensor:
+        """Drop the finished rows from the batch (cache included); returns the live rows' tokens."""
+        keep_idx = [j for j, alive in enumerate(self.live) if alive]
+        keep = torch.tensor(keep_idx, device=token.device)
+        self.cache = [(k.index_select(0, keep), v.index_select(0, keep)) for k, v in self.cache]
+        self.key_valid = self.key_valid.index_select(0, keep)
+        self.pos_next = self.pos_next.index_select(0, keep)
+        self.rows = [self.rows[j] for j in keep_idx]
+        self.live = [True] * len(self.rows)
+        return token.index_select(0, keep)
+
+
 def supports(model) -> bool:
     """Whether :class:`FastDecoder` can run this model (architecture and options it implements)."""
     cfg = model.config
@@ -196,7 +240,6 @@ class FastDecoder:
         x = F.embedding(ids, self.embed)
         cos, sin = self.rotary(x, positions)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        end = start + T
         for i, layer in enumerate(self.layers):
             h = self._rms(x, layer.in_norm)
             qkv = self._lin(h, layer.wqkv, layer.bqkv)
@@ -209,21 +252,30 @@ class FastDecoder:
             q = self._rope(q.transpose(1, 2), cos, sin)
             k = self._rope(k.transpose(1, 2), cos, sin)
             v = v.view(B, T, KV, D).transpose(1, 2)
-            ck, cv = cache[i]
-            ck[:, :, start:end] = k
-            cv[:, :, start:end] = v
-            if T == 1:
-                att = self._decode_attention(q, ck[:, :, :end], cv[:, :, :end], mask)
-            else:
-                att = F.scaled_dot_product_attention(
-                    q, ck[:, :, :end], cv[:, :, :end], attn_mask=mask, enable_gqa=KV != H
-                )
+            att = self._attend(q, k, v, cache[i], start, mask)
             att = att.transpose(1, 2).reshape(B, T, H * D)
             x = x + self._lin(att, layer.wo, self.o_bias[i])
             h = self._rms(x, layer.post_norm)
             gate, up = self._lin(h, layer.w_gate_up).chunk(2, dim=-1)
             x = x + self._lin(F.silu(gate) * up, layer.w_down)
         return x
+
+    def _attend(self, q, k, v, layer_cache, start: int, mask: torch.Tensor) -> torch.Tensor:
+        """Write this step's keys and values into the layer's cache, then attend over columns ``:end``.
+
+        Prefill uses the fused ``scaled_dot_product_attention``; a decode step (one query per row)
+        uses :meth:`_decode_attention`: with the fused kernel a bf16 decode step took 3.5× the CPU
+        time (measured: 32 GSM8K prompts' cache, 1 thread, interleaved A/B in one process).
+        """
+        ck, cv = layer_cache
+        end = start + q.shape[2]
+        ck[:, :, start:end] = k
+        cv[:, :, start:end] = v
+        if q.shape[2] == 1:
+            return self._decode_attention(q, ck[:, :, :end], cv[:, :, :end], mask)
+        return F.scaled_dot_product_attention(
+            q, ck[:, :, :end], cv[:, :, :end], attn_mask=mask, enable_gqa=self.n_kv != self.n_heads
+        )
 
     def _decode_attention(self, q, k, v, mask):
         """One query per row: grouped-query attention as two small batched matrix products.
@@ -269,35 +321,52 @@ class FastDecoder:
         # Batch positions hold the prompts sorted by length (shortest first); `rows` maps a batch
         # position back to its prompt, so outputs and per-sample RNGs follow the prompt, not the slot.
         order = sorted(range(B), key=lambda r: (len(prompts[r]), r))
-        prompts = [prompts[r] for r in order]
+        state, logits = self._prefill([prompts[r] for r in order], max_new_tokens)
+        state.rows = list(order)
+        rngs = [random.Random(s) for s in seeds] if (temperature > 0 and seeds is not None) else None
+        if temperature > 0 and rngs is None:
+            rngs = [random.Random(r) for r in range(B)]
+        stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=self.device)
+        out: list[list[int]] = [[] for _ in range(B)]
+        finish = ["length"] * B
+        stopped_by: list[int | None] = [None] * B
+        for step in range(max_new_tokens):
+            token = self._choose(logits, temperature, top_p, [rngs[r] for r in state.rows] if rngs else None)
+            n_live = state.record(token, stop, out, finish, stopped_by)
+            if on_token is not None:
+                on_token(n_live)
+            if n_live == 0 or step == max_new_tokens - 1:
+                break
+            if n_live <= self.compact_below * len(state.rows):
+                token = state.compact(token)
+            logits = self._decode_step(state, token)
+        return [Completion(out[r], finish[r], stopped_by[r]) for r in range(B)]
+
+    def _decode_step(self, state: _DecodeState, token: torch.Tensor) -> torch.Tensor:
+        """One new token per batch row: write it at the next cache column, return the next logits."""
+        col = state.col
+        state.key_valid[:, col] = True
+        mask = state.key_valid[:, None, None, : col + 1]
+        hidden = self._forward(token[:, None], state.pos_next[:, None], state.cache, col, mask)
+        state.pos_next += 1
+        state.col += 1
+        return self._logits(hidden[:, -1])
+
+    def _prefill(self, prompts: list[Sequence[int]], max_new_tokens: int) -> tuple[_DecodeState, torch.Tensor]:
+        """Run the (length-sorted) prompts through the model into a fresh cache: (state, first logits).
+
+        Cache layout per row: [shared prefix | left padding | rest of the prompt | generated]. The
+        prefix every prompt shares (system prompt and chat-template header) is computed once.
+        """
+        B, dev = len(prompts), self.device
         lengths = [len(p) for p in prompts]
-        dev = self.device
-        # Cache layout per row: [shared prefix | left padding | rest of the prompt | generated].
-        # The prefix every prompt shares (system prompt and chat-template header) is computed once.
         L = shared_prefix_length(prompts) if (B > 1 and self.share_prefix) else 0
         L = min(L, min(lengths) - 1)
         Ts = max(lengths) - L  # width of the per-row part of the prompt
-        T = L + Ts
-        S = T + max_new_tokens
-        cache = [
-            (
-                torch.zeros(B, self.n_kv, S, self.head_dim, dtype=self.dtype, device=dev),
-                torch.zeros(B, self.n_kv, S, self.head_dim, dtype=self.dtype, device=dev),
-            )
-            for _ in self.layers
-        ]
+        T, S = L + Ts, L + Ts + max_new_tokens
+        cache = self._new_cache(B, S)
         if L > 0:
-            prefix = torch.tensor([list(prompts[0][:L])], dtype=torch.long, device=dev)
-            tmp = [
-                (torch.zeros(1, self.n_kv, L, self.head_dim, dtype=self.dtype, device=dev),
-                 torch.zeros(1, self.n_kv, L, self.head_dim, dtype=self.dtype, device=dev))
-                for _ in self.layers
-            ]
-            causal_prefix = torch.ones(L, L, dtype=torch.bool, device=dev).tril()[None, None]
-            self._forward(prefix, torch.arange(L, device=dev)[None], tmp, 0, causal_prefix)
-            for (ck, cv), (pk, pv) in zip(cache, tmp):
-                ck[:, :, :L] = pk
-                cv[:, :, :L] = pv
+            self._prefill_prefix(prompts[0][:L], cache)
         pad = torch.tensor([Ts - (n - L) for n in lengths], device=dev)
         ids = torch.zeros(B, Ts, dtype=torch.long, device=dev)
         for r, p in enumerate(prompts):
@@ -307,9 +376,8 @@ class FastDecoder:
         cols = torch.arange(T, device=dev)
         key_ok = (cols[None, :] < L) | (cols[None, :] >= L + pad[:, None])  # [B, T]
         causal = cols[None, :] <= (L + qcol)[:, None]  # [Ts (query), T (key)]
-        mask = causal[None] & key_ok[:, None, :]
         # Padding queries also see themselves, so no row of the softmax is empty (no NaN).
-        mask = mask | (cols[None, :] == (L + qcol)[:, None])[None]
+        mask = (causal[None] & key_ok[:, None, :]) | (cols[None, :] == (L + qcol)[:, None])[None]
         mask = mask[:, None]
         last = []
         for a, b in _prefill_groups([n - L for n in lengths], self.prefill_tokens):
@@ -319,54 +387,28 @@ class FastDecoder:
                 L + Ts - w, mask[a:b, :, Ts - w :],
             )
             last.append(hidden[:, -1])
-        logits = self._logits(torch.cat(last))
-
-        stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=dev)
-        rngs = [random.Random(s) for s in seeds] if (temperature > 0 and seeds is not None) else None
-        if temperature > 0 and rngs is None:
-            rngs = [random.Random(r) for r in range(B)]
-        out: list[list[int]] = [[] for _ in range(B)]
-        finish = ["length"] * B
-        stopped_by: list[int | None] = [None] * B
-        rows = list(order)  # original prompt index of each batch position
-        live = [True] * B  # finished rows stay in the batch (ignored) until compaction pays off
         key_valid = torch.zeros(B, S, dtype=torch.bool, device=dev)
         key_valid[:, :T] = key_ok
-        pos_next = torch.tensor(lengths, device=dev)
+        state = _DecodeState(cache, key_valid, torch.tensor(lengths, device=dev), T, list(range(B)), [True] * B)
+        return state, self._logits(torch.cat(last))
 
-        for step in range(max_new_tokens):
-            token = self._choose(logits, temperature, top_p, [rngs[r] for r in rows] if rngs else None)
-            tok_list = token.tolist()
-            stop_list = torch.isin(token, stop).tolist()
-            for j, r in enumerate(rows):
-                if not live[j]:
-                    continue
-                if stop_list[j]:
-                    finish[r] = "stop"
-                    stopped_by[r] = tok_list[j]
-                    live[j] = False
-                else:
-                    out[r].append(tok_list[j])
-            n_live = sum(live)
-            if on_token is not None:
-                on_token(n_live)
-            if n_live == 0 or step == max_new_tokens - 1:
-                break
-            if n_live <= self.compact_below * len(rows):
-                keep_idx = [j for j in range(len(rows)) if live[j]]
-                keep = torch.tensor(keep_idx, device=dev)
-                cache = [(k.index_select(0, keep), v.index_select(0, keep)) for k, v in cache]
-                key_valid = key_valid.index_select(0, keep)
-                pos_next = pos_next.index_select(0, keep)
-                token = token.index_select(0, keep)
-                rows = [rows[j] for j in keep_idx]
-                live = [True] * len(rows)
-            col = T + step
-            key_valid[:, col] = True
-            hidden = self._forward(token[:, None], pos_next[:, None], cache, col, key_valid[:, None, None, : col + 1])
-            pos_next = pos_next + 1
-            logits = self._logits(hidden[:, -1])
-        return [Completion(out[r], finish[r], stopped_by[r]) for r in range(B)]
+    def _new_cache(self, B: int, S: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        shape = (B, self.n_kv, S, self.head_dim)
+        return [
+            (torch.zeros(shape, dtype=self.dtype, device=self.device), torch.zeros(shape, dtype=self.dtype, device=self.device))
+            for _ in self.layers
+        ]
+
+    def _prefill_prefix(self, prefix_ids: Sequence[int], cache: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Compute the shared prefix once (batch 1) and copy its keys and values into every row."""
+        L, dev = len(prefix_ids), self.device
+        prefix = torch.tensor([list(prefix_ids)], dtype=torch.long, device=dev)
+        tmp = self._new_cache(1, L)
+        causal_prefix = torch.ones(L, L, dtype=torch.bool, device=dev).tril()[None, None]
+        self._forward(prefix, torch.arange(L, device=dev)[None], tmp, 0, causal_prefix)
+        for (ck, cv), (pk, pv) in zip(cache, tmp):
+            ck[:, :, :L] = pk
+            cv[:, :, :L] = pv
 
     @staticmethod
     def _choose(
