@@ -36,6 +36,8 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pspo_eval tests benchmarks scripts
+	# The import contract (no cycles, no upward layer imports) and the 80-line function limit.
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_imports.py tests/test_function_length.py
 	$(VENV)/bin/mypy pspo_eval
 	$(VENV)/bin/deptry pspo_eval
 
