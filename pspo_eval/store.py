@@ -310,8 +310,8 @@ class RunManifest(BaseModel):
         return self.history[-1].status if self.history else None
 
     @property
-    def model_names(self) -> list[str]:
-        """The configured models' names, in the configured order."""
+    def model_names(self) -> list[str | None]:
+        """The configured models' names, in the configured order (None for a model entry without one)."""
         models = (self.config or {}).get("models") or []
         return [m.get("name") for m in models if isinstance(m, dict)]
 

@@ -159,7 +159,7 @@ def import_command(
 @judge.command("agreement")
 def agreement_command(
     run: Path = typer.Option(..., "--run", help="The run directory."),
-    gold: str = typer.Option(None, "--gold", help="The gold judge (default: the one `judge import --gold` marked)."),
+    gold: str | None = typer.Option(None, "--gold", help="The gold judge (default: the one `judge import --gold` marked)."),
     criterion: str = typer.Option(None, "--criterion", help="Criterion to compare (default: the gold's first)."),
     json_out: Path = typer.Option(None, "--json", help="Also write the agreement as JSON to this file."),
     tie_failures: bool = typer.Option(False, "--tie-failures", help="Count an unparseable pairwise verdict as a tie."),

@@ -276,7 +276,7 @@ def _pair_items(group: pd.DataFrame, criterion: str) -> dict[tuple, dict[str, An
     return seen
 
 
-def _lengths(row: Any) -> dict[str, float | None]:
+def _lengths(row: Any) -> dict[str, tuple[float | None, float | None]]:
     def number(name: str) -> float | None:
         value = getattr(row, name, None)
         return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
@@ -329,7 +329,7 @@ def _length_controlled(items: list[dict[str, Any]], outcomes: list[float], *, n_
         return {"length_unit": None, "lc_win_rate": float("nan"), "lc_low": float("nan"), "lc_high": float("nan")}
     diff = np.array([e["lengths"][unit][0] - e["lengths"][unit][1] for e in items])
     y = np.array(outcomes)
-    fit = length_controlled_win_rate(y, diff)
+    fit = length_controlled_win_rate(outcomes, diff.tolist())  # the same values as y and diff, as Sequence[float]
     ci = bootstrap_cis(len(y), lambda idx: {"lc": length_controlled_win_rate(y[idx], diff[idx], sd=fit.sd).lc_win_rate},
                        n_boot=max(100, n_boot // 4), seed=seed).get("lc", (float("nan"), float("nan")))
     return {"length_unit": unit, "lc_win_rate": fit.lc_win_rate, "lc_low": ci[0], "lc_high": ci[1]}

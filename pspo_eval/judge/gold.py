@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -56,7 +56,7 @@ def _order_verdicts(orders: Any, criterion: str, sign: int) -> list[int | None]:
             continue
         index = ORDER_NAMES.index(entry["order"])
         choice = verdict.get(criterion)
-        if (index, choice) in ORDER_PREFERENCE:
+        if (index, choice) in ORDER_PREFERENCE and isinstance(choice, str):  # every key's choice is a str
             out[index] = sign * ORDER_PREFERENCE[(index, choice)]
     return out
 
@@ -78,7 +78,7 @@ def rater_verdicts(rows: pd.DataFrame, criterion: str, *, tie_failures: bool = F
             failed.add(item)
     out = RaterVerdicts()
     for item, vs in values.items():
-        out.verdicts[item] = int(ag.majority([int(v) for v in vs])) if pairwise else ag.round_half_up(sum(vs) / len(vs))
+        out.verdicts[item] = int(cast(int, ag.majority([int(v) for v in vs]))) if pairwise else ag.round_half_up(sum(vs) / len(vs))
         per_order = orders[item]
         out.by_order[item] = [ag.majority([o[i] for o in per_order]) for i in (0, 1)]
     for item in failed - set(values):
@@ -166,8 +166,11 @@ def _matrix(raters: dict[str, RaterVerdicts], labels: list[int], *, n_boot: int,
             continue
         x, y, size = ag.encode([raters[a].verdicts[i] for i in common], [raters[b].verdicts[i] for i in common], labels)
         kappas[f"{a}|{b}"] = ag.kappa_from_confusion(ag.confusion(x, y, size))
-        ci = ag.bootstrap_cis(len(common), lambda idx, x=x, y=y, size=size: {
-            "k": ag.kappa_from_confusion(ag.confusion(x[idx], y[idx], size))}, n_boot=n_boot, seed=seed)
+
+        def kappa_on(idx: np.ndarray, x: np.ndarray = x, y: np.ndarray = y, size: int = size) -> dict[str, float]:
+            return {"k": ag.kappa_from_confusion(ag.confusion(x[idx], y[idx], size))}
+
+        ci = ag.bootstrap_cis(len(common), kappa_on, n_boot=n_boot, seed=seed)
         cis[f"{a}|{b}"] = list(ci.get("k", (float("nan"), float("nan"))))
     names = sorted(raters)
     units = sorted(set().union(*(r.verdicts for r in raters.values())), key=str)
@@ -185,8 +188,8 @@ def gold_agreement(frame: pd.DataFrame, gold: str, *, criterion: str | None = No
                    n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The agreement report as plain data (the ``--json`` shape; fractions, not percents)."""
     if frame.empty or gold not in set(frame["judge"]):
-        judges = ", ".join(sorted(set(frame["judge"]))) if not frame.empty else "none"
-        raise PspoError(f"gold judge {gold!r} has no judgments in this run", f"judges: {judges}")
+        known = ", ".join(sorted(set(frame["judge"]))) if not frame.empty else "none"
+        raise PspoError(f"gold judge {gold!r} has no judgments in this run", f"judges: {known}")
     gold_rows = frame[frame["judge"] == gold]
     if criterion is None:
         keys = list(dict.fromkeys(k for s in gold_rows["scores"] if isinstance(s, dict) for k in s))

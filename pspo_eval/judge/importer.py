@@ -171,7 +171,7 @@ def _pair_record(lines: list[tuple[int, str | None, ImportLine]], *, baseline: s
         combined = values[0] if len(set(values)) == 1 else 0  # orders that disagree make a tie
         fields.update(outcome="ok", scores={criterion: combined}, flags={},
                       flips={criterion: len(values) == 2 and values[0] != values[1]})
-    texts = {}
+    texts: dict[str, int] = {}
     for _, _, line in lines:  # lengths and texts, oriented: model_a of a line may be either side
         for name, text, tokens in ((line.model_a, line.response_a, line.length_a),
                                    (line.model_b, line.response_b, line.length_b)):

@@ -23,7 +23,7 @@ from pspo_eval.judge.agreement import majority, round_half_up
 PanelMethod = Literal["mean", "median"]
 
 
-def combine(values: Sequence[float], *, pairwise: bool, method: PanelMethod = "mean") -> tuple[float, float] | None:
+def combine(values: Sequence[float | None], *, pairwise: bool, method: PanelMethod = "mean") -> tuple[float, float] | None:
     """(panel verdict, support) from one verdict per judge; None with fewer than two verdicts."""
     present = [v for v in values if v is not None]
     if len(present) < 2:

@@ -142,6 +142,7 @@ def _scores_table(agg: Any, models_of: Any, plotted: list[dict[str, Any]]) -> Ta
     if scores.empty:
         return None
     models = models_of(scores)
+    rows: list[list[Cell]]
     rows, groups, records = [], {}, []
     for (judge, rubric), block in scores.groupby(["judge", "rubric"], sort=True):
         groups[len(rows)] = f"{judge} · {rubric}"
@@ -174,6 +175,7 @@ def _flags_table(agg: Any, models_of: Any) -> Table | None:
     if flags.empty:
         return None
     models = models_of(flags)
+    rows: list[list[Cell]]
     rows, groups, records = [], {}, []
     for (judge, rubric), block in flags.groupby(["judge", "rubric"], sort=True):
         groups[len(rows)] = f"{judge} · {rubric}"
@@ -288,7 +290,7 @@ def _panel_tables(agg: Any) -> list[Table]:
 def _gold_tables(coll: Collection, frame: Any, *, n_boot: int, seed: int) -> list[Table]:
     """Agreement of every judge with the gold judge of each run whose manifest names one (``judge import --gold``)."""
     from pspo_eval.judge.gold import gold_agreement
-    tables = []
+    tables: list[Table] = []
     for run in coll.runs:
         gold = run.manifest.judge_gold
         rows = frame[frame["run"] == run.name] if "run" in frame.columns else frame
