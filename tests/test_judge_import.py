@@ -182,3 +182,13 @@ def test_pandalm_published_label_distribution_is_the_annotators_majority(tmp_pat
         votes.setdefault(pid, []).append(scores["overall_quality"])  # +1: response2 (b) better
     counts = Counter(majority(v) for v in votes.values())
     assert (counts[0], counts[-1], counts[1]) == (105, 422, 472)  # labels 0, 1, 2
+
+
+def test_a_line_separator_inside_a_text_is_part_of_the_line(tmp_path):
+    """str.splitlines() would cut a JSON line at U+2028 inside a string (valid unescaped JSON)."""
+    path = tmp_path / "v.jsonl"
+    rows = [_line(prompt="first\u2028second\u0085third"), _line(item_id="18", winner="b")]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows), encoding="utf-8")
+    lines = read_lines(path)
+    assert [line.item_id for line in lines] == ["17", "18"]
+    assert lines[0].prompt == "first\u2028second\u0085third"

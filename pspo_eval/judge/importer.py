@@ -100,7 +100,8 @@ def read_lines(path: str | Path) -> list[ImportLine]:
     except (OSError, UnicodeDecodeError) as exc:
         raise PspoError(f"cannot read {path}: {exc}", "give a UTF-8 JSON Lines file") from None
     lines: list[ImportLine] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: str.splitlines() would also split inside strings holding U+2028 etc.
+    for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:
