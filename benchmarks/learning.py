@@ -4,7 +4,7 @@ The task: generated one- and two-step arithmetic word problems ("Tom has 18 marb
 away..."), which SmolLM2-135M-Instruct solves about a quarter of the time, greedily. 400 problems
 train (benchmarks/learning/train.jsonl), 200 others are held out (heldout.jsonl; no question in
 both). Every run starts from the same model with the same seed, config (benchmarks/learning/
-config.yaml: 8 prompts x 4 completions per rollout, 64 new tokens, lr 2e-5 constant, full
+config.yaml: 4 prompts x 4 completions per rollout, 64 new tokens, lr 2e-5 constant, full
 fine-tuning in float32) and number of rollouts: pspo and clip at mu = 2 (16 optimizer steps), noclip
 at mu = 1 as in the paper presets (8 steps; the same 8 rollouts). TRL's GRPOTrainer runs the clip
 setting for the same 16 steps (benchmarks/trl_grpo_learning.py, the anchor venv), with the same
@@ -13,9 +13,10 @@ reward file. Then the base model and every final model are scored greedily on th
 the paired comparison with the base model.
 
 Everything goes through the public CLI (train / evaluate / report); stages whose outputs exist are
-skipped, so rerunning continues. TRL trains in parallel with ours (it is the slowest part).
+skipped, so rerunning continues. The four trainings run in parallel (each at nice 19; on a crowded
+machine use --threads 1).
 
-    python benchmarks/learning.py [--out benchmarks/learning/out] [--steps 16] [--skip-trl]
+    python benchmarks/learning.py [--out benchmarks/learning/out] [--steps 16] [--skip-trl] [--threads N]
 
 Prints per objective the reward at the start and end of training, and on the held-out set the
 format adherence ('#### <number>'), accuracy before/after and McNemar's exact p against the base.
@@ -190,20 +191,32 @@ def cli(*args: str) -> list[str]:
     return ["nice", "-n", "19", sys.executable, "-m", "pspo_eval", *args]
 
 
-def train_ours(objective: str, out: Path, steps_mu2: int, train_file: Path) -> None:
+def start_ours(objective: str, out: Path, steps_mu2: int, train_file: Path) -> subprocess.Popen | None:
+    """Start `pspo-eval train` for one objective (None when its final model exists already)."""
     if (out / "final").is_dir():
         print(f"{objective}: {out}/final exists, skipped", flush=True)
-        return
+        return None
     if out.exists():
         shutil.rmtree(out)
     title, mu = OBJECTIVES[objective]
     steps = steps_mu2 * mu // 2  # the same rollouts at every mu
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    started = time.perf_counter()
-    sh(cli("train", "-c", str(CONFIG), "-o", str(out), "--objective", objective, "-q",
-           "--set", f"name={title}", "--set", f"train.num_iterations={mu}", "--set", f"train.max_steps={steps}",
-           "--set", f"data.file={train_file}"), out.parent / f"{objective}.log", env)
-    print(f"{objective}: trained {steps} steps in {time.perf_counter() - started:.0f} s", flush=True)
+    cmd = cli("train", "-c", str(CONFIG), "-o", str(out), "--objective", objective, "-q",
+              "--set", f"name={title}", "--set", f"train.num_iterations={mu}", "--set", f"train.max_steps={steps}",
+              "--set", f"data.file={train_file}")
+    print("$ " + " ".join(cmd) + " &", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = open(out.parent / f"{objective}.log", "w")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+
+
+def wait(name: str, proc: subprocess.Popen | None, log: Path, started: float) -> None:
+    if proc is None:
+        return
+    code = proc.wait()
+    if code:
+        raise SystemExit(f"{name} failed ({code}): see {log}\n" + log.read_text()[-3000:])
+    print(f"{name}: trained, {time.perf_counter() - started:.0f} s after the start", flush=True)
 
 
 def start_trl(out: Path, steps: int, train_file: Path, model_dir: str) -> subprocess.Popen | None:
@@ -230,7 +243,12 @@ def main() -> None:
     p.add_argument("--heldout", type=int, default=200)
     p.add_argument("--max-new-tokens", type=int, default=128, help="held-out evaluation budget")
     p.add_argument("--skip-trl", action="store_true")
+    p.add_argument("--sequential", action="store_true", help="train our objectives one after another")
+    p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every child (1 on a crowded machine: "
+                   "OpenMP threads spin at barriers when the other one is descheduled)")
     a = p.parse_args()
+    if a.threads:
+        os.environ["OMP_NUM_THREADS"] = str(a.threads)
     out: Path = a.out.resolve()
     started = time.perf_counter()
     train_rows, held_rows = make_split(a.train_size, a.heldout)
@@ -243,16 +261,16 @@ def main() -> None:
           f"model {model_dir}, out {out}", flush=True)
 
     train_dirs = {o: out / "train" / o for o in OBJECTIVES}
-    trl = None if a.skip_trl else start_trl(out / "train" / "trl", a.steps, train_file, model_dir)
+    procs: dict[str, subprocess.Popen | None] = {}
     if not a.skip_trl:
         train_dirs["trl"] = out / "train" / "trl"
-    for objective in OBJECTIVES:
-        train_ours(objective, train_dirs[objective], a.steps, train_file)
-    if trl is not None:
-        code = trl.wait()
-        if code:
-            raise SystemExit(f"TRL failed ({code}): see {out / 'train' / 'trl.log'}")
-        print(f"trl: trained {a.steps} steps", flush=True)
+        procs["trl"] = start_trl(train_dirs["trl"], a.steps, train_file, model_dir)
+    for objective in OBJECTIVES:  # in parallel with each other and with TRL (--sequential: one at a time)
+        procs[objective] = start_ours(objective, train_dirs[objective], a.steps, train_file)
+        if a.sequential:
+            wait(objective, procs[objective], out / "train" / f"{objective}.log", started)
+    for name, proc in procs.items():
+        wait(name, proc, out / "train" / f"{name}.log", started)
 
     models = ["base"] + list(train_dirs)
     specs = ["base=smollm2-135m-instruct"] + [f"{m}={d / 'final'}" for m, d in train_dirs.items()]
