@@ -141,13 +141,13 @@ def rollout_rewards(metrics: Path) -> tuple[float, float, int]:
     return float(recs[0]["reward/mean"]), float(recs[-1]["reward/mean"]), int(recs[-1]["step"])
 
 
-def summarize(eval_dir: Path, models: list[str], train_dirs: dict[str, Path]) -> list[dict]:
-    """Per model: n, format adherence, accuracy, McNemar against the first model (the base)."""
-    base = read_samples(eval_dir, models[0])
+def summarize(eval_dirs: dict[str, Path], models: list[str], train_dirs: dict[str, Path]) -> list[dict]:
+    """Per model (records under eval_dirs[model]): n, format adherence, accuracy, McNemar against models[0]."""
+    base = read_samples(eval_dirs[models[0]], models[0])
     ids = sorted(base)
     rows = []
     for m in models:
-        recs = read_samples(eval_dir, m)
+        recs = read_samples(eval_dirs[m], m)
         if sorted(recs) != ids:
             raise SystemExit(f"{m}: evaluated on other problems than {models[0]}")
         correct = [bool(recs[i]["correct"]) for i in ids]
@@ -235,6 +235,15 @@ def start_trl(out: Path, steps: int, train_file: Path, model_dir: str) -> subpro
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
 
 
+def start_eval(name: str, model: str, run_dir: Path, held_file: Path, max_new_tokens: int) -> subprocess.Popen:
+    """`pspo-eval evaluate` of one model on the held-out file, greedy (resumable: a finished run is a no-op)."""
+    cmd = cli("evaluate", "-m", f"{name}={model}", "--dataset-file", str(held_file), "-o", str(run_dir),
+              "--max-new-tokens", str(max_new_tokens))
+    print("$ " + " ".join(cmd) + " &", flush=True)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(cmd, stdout=open(f"{run_dir}.log", "a"), stderr=subprocess.STDOUT, cwd=REPO)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=HERE / "out")
@@ -269,23 +278,34 @@ def main() -> None:
         procs[objective] = start_ours(objective, train_dirs[objective], a.steps, train_file)
         if a.sequential:
             wait(objective, procs[objective], out / "train" / f"{objective}.log", started)
-    for name, proc in procs.items():
-        wait(name, proc, out / "train" / f"{name}.log", started)
 
-    models = ["base"] + list(train_dirs)
-    specs = ["base=smollm2-135m-instruct"] + [f"{m}={d / 'final'}" for m, d in train_dirs.items()]
-    eval_dir = out / "eval"
-    sh(cli("evaluate", *sum((["-m", s] for s in specs), []), "--dataset-file", str(held_file), "-o", str(eval_dir),
-           "--max-new-tokens", str(a.max_new_tokens)), out / "evaluate.log")
+    # Each model is scored in its own (resumable) run directory, as soon as it exists: the base model
+    # while the others train, each trained model when its run ends.
+    models = ["base", *train_dirs]
+    eval_dirs = {m: out / "eval" / m for m in models}
+    evals = {"base": start_eval("base", "smollm2-135m-instruct", eval_dirs["base"], held_file, a.max_new_tokens)}
+    pending = dict(procs)
+    while pending:
+        for name, proc in list(pending.items()):
+            if proc is None or proc.poll() is not None:
+                wait(name, proc, out / "train" / f"{name}.log", started)
+                evals[name] = start_eval(name, str(train_dirs[name] / "final"), eval_dirs[name], held_file,
+                                         a.max_new_tokens)
+                del pending[name]
+        time.sleep(2)
+    for name, proc in evals.items():
+        if proc.wait():
+            raise SystemExit(f"evaluating {name} failed: see {eval_dirs[name]}.log")
     report_dir = out / "report"
-    sh(cli("report", "-r", str(eval_dir), *sum((["--train", str(d)] for d in train_dirs.values()), []),
+    sh(cli("report", *sum((["-r", str(d)] for d in eval_dirs.values()), []),
+           *sum((["--train", str(d)] for d in train_dirs.values()), []),
            "--baseline", "base", "--title", "Learning benchmark: held-out arithmetic word problems", "-o",
            str(report_dir)), out / "report.log")
     curves = sorted((report_dir / "figures").glob("*train*.png")) or sorted((report_dir / "figures").glob("*.png"))
     if curves:
         shutil.copy(curves[0], HERE / "curves.png")
 
-    rows = summarize(eval_dir, models, train_dirs)
+    rows = summarize(eval_dirs, models, train_dirs)
     table = markdown_table(rows)
     (out / "summary.md").write_text(table, encoding="utf-8")
     (out / "summary.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")

@@ -98,7 +98,7 @@ def test_summarize_and_table(tmp_path):
     train.mkdir()
     (train / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, "reward/mean": r})
                                                    for s, r in [(1, 0.1), (2, 0.1), (3, 0.5), (4, 0.5)]) + "\n")
-    rows = learning.summarize(run, ["base", "pspo"], {"pspo": train})
+    rows = learning.summarize({"base": run, "pspo": run}, ["base", "pspo"], {"pspo": train})
     assert rows[0]["acc"] == 0.2 and rows[0]["format"] == 0.0 and rows[0]["p"] is None
     assert rows[1]["acc"] == 0.9 and rows[1]["format"] == 1.0
     assert (rows[1]["only_base"], rows[1]["only_model"]) == (0, 7) and math.isclose(rows[1]["p"], 2 / 128)
@@ -112,4 +112,4 @@ def test_summarize_refuses_different_problem_sets(tmp_path):
     _write_eval(run, "base", [(True, "1")] * 3)
     _write_eval(run, "clip", [(True, "1")] * 2)
     with pytest.raises(SystemExit):
-        learning.summarize(run, ["base", "clip"], {})
+        learning.summarize({"base": run, "clip": run}, ["base", "clip"], {})
