@@ -113,3 +113,26 @@ def test_summarize_refuses_different_problem_sets(tmp_path):
     _write_eval(run, "clip", [(True, "1")] * 2)
     with pytest.raises(SystemExit):
         learning.summarize({"base": run, "clip": run}, ["base", "clip"], {})
+
+
+train_step = _load("bench_train_step", ROOT / "benchmarks" / "train_step.py")
+
+
+def test_train_step_prompt_files_give_both_tools_the_same_order(tmp_path):
+    import numpy as np
+
+    ours, trl, order = train_step.prompt_files(8, 3, tmp_path)
+    ours_rows = [json.loads(line) for line in ours.read_text().split("\n") if line]
+    trl_rows = [json.loads(line) for line in trl.read_text().split("\n") if line]
+    # what our trainer does with a data.file: default_rng(split_seed).permutation, then file order
+    seen_by_ours = [ours_rows[i]["question"] for i in np.random.default_rng(42).permutation(8)]
+    assert [r["question"] for r in trl_rows] == seen_by_ours == order
+    assert sorted(r["id"] for r in ours_rows) == sorted(r["id"] for r in trl_rows)
+    assert ours_rows[0]["id"].endswith("0003")
+
+
+def test_train_step_per_rollout_skips_the_warmup_rollout():
+    assert train_step.per_rollout([9.0, 5.0, 3.0, 1.0], mu=2) == 2.0
+    assert train_step.per_rollout([9.0, 5.0, 3.0, 1.0, 7.0], mu=2) == 2.0  # an unfinished rollout is dropped
+    with pytest.raises(ValueError):
+        train_step.per_rollout([9.0, 5.0], mu=2)
