@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -75,11 +75,11 @@ class SamplingConfig(BaseModel):
 class BackendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = "hf"
+    name: Literal["hf", "vllm", "openai"] = "hf"  # generation.registry.BACKENDS
     batch_size: int = Field(64, ge=1)
     dtype: str = "auto"
     device: str = "auto"
-    decoder: str = "auto"
+    decoder: Literal["auto", "fast", "generate"] = "auto"
     trust_remote_code: bool = False
     threads: int | None = None
     # openai

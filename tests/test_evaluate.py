@@ -270,3 +270,16 @@ def test_shards_merge_into_the_full_run(clean_run, tmp_path):
     merged = compute_results(RunStore(tmp_path / "m"))
     clean = json.loads((clean_run / "results.json").read_text())
     assert [(r["dataset"], r["accuracy"]) for r in merged.to_json()["rows"]] == [(r["dataset"], r["accuracy"]) for r in clean["rows"]]
+
+
+def test_backend_and_decoder_names_are_checked_where_the_config_is_read():
+    from pydantic import ValidationError
+
+    from pspo_eval.evaluate import BackendConfig
+    from pspo_eval.generation.registry import BACKENDS
+
+    assert set(BackendConfig.model_fields["name"].annotation.__args__) == set(BACKENDS)
+    with pytest.raises(ValidationError, match="name"):
+        BackendConfig(name="tgi")
+    with pytest.raises(ValidationError, match="decoder"):
+        BackendConfig(decoder="beam")

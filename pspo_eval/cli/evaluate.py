@@ -70,6 +70,7 @@ def evaluate(
     from pspo_eval.evaluate import BackendConfig, SamplingConfig, run_evaluate
     from pspo_eval.metrics import results_table
 
+    _check_backend(backend, base_url, api_model)  # before the config: the option's own message
     specs = _model_specs(model, checkpoints, backend, api_model)
     prompt_fields = _prompt_fields(system_prompt, prompt_file, math500_boxed, chat_template, fewshot)
     config = _eval_config(
@@ -82,7 +83,6 @@ def evaluate(
                               api_key_env=api_key_env, concurrency=concurrency,
                               tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization),
     )
-    _check_backend(backend, base_url, api_model)
     results = run_evaluate(config, out)
     out_console.print(results_table(results, title=f"results: {out}"))
     out_console.print(f"results: {out / 'results.json'}")
@@ -150,8 +150,10 @@ def _eval_config(specs: list, datasets: str | None, source: str, dataset_file: P
 
 
 def _check_backend(backend: str, base_url: str | None, api_model: str | None) -> None:
-    if backend not in {"hf", "vllm", "openai"}:
-        raise PspoError(f"unknown backend '{backend}'", "use hf, vllm or openai")
+    from pspo_eval.generation.registry import BACKENDS
+
+    if backend not in BACKENDS:
+        raise PspoError(f"unknown backend '{backend}'", f"use one of: {', '.join(BACKENDS)}")
     if backend == "openai" and not (base_url and api_model):
         raise PspoError("--backend openai needs --base-url and --api-model", "e.g. --base-url http://127.0.0.1:8000/v1 --api-model my-model")
 
