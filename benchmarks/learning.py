@@ -106,16 +106,9 @@ def has_format(response: str) -> bool:
 
 def mcnemar_p(base: list[bool], other: list[bool]) -> tuple[int, int, float]:
     """Exact two-sided McNemar test on paired outcomes: (base-only right, other-only right, p)."""
-    if len(base) != len(other):
-        raise ValueError(f"{len(base)} vs {len(other)} paired outcomes")
-    b = sum(1 for x, y in zip(base, other, strict=True) if x and not y)
-    c = sum(1 for x, y in zip(base, other, strict=True) if y and not x)
-    n = b + c
-    if n == 0:
-        return b, c, 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return b, c, min(1.0, 2 * tail)
+    from pspo_eval.stats import mcnemar_from_pairs
+
+    return mcnemar_from_pairs(base, other)
 
 
 def read_samples(eval_dir: Path, model: str) -> dict[str, dict]:
