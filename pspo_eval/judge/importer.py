@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pspo_eval.config import describe_validation_error
 from pspo_eval.errors import PspoError
 from pspo_eval.judge.records import ORDER_NAMES, ORDER_PREFERENCE, Judgment
 from pspo_eval.store import RunStore, safe_name, stable_hash
@@ -79,16 +80,7 @@ class ImportLine(BaseModel):
 
 
 def _error(path: Path, number: int, exc: ValidationError) -> PspoError:
-    parts = []
-    for error in exc.errors():
-        loc = ".".join(str(p) for p in error["loc"])
-        msg = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "missing":
-            msg = "required field is missing"
-        elif error["type"] == "extra_forbidden":
-            msg = "unknown key"
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return PspoError(f"{path}:{number}: " + "; ".join(parts),
+    return PspoError(f"{path}:{number}: " + describe_validation_error(exc),
                      "one JSON object a line, fields as in docs/judging.md (judge import); nothing was written")
 
 
