@@ -20,6 +20,12 @@ measured here at the same shapes.
 One line per dtype reads ``eval_throughput n=… ours_s=… vllm_s=… lm_eval_s=… ours_gen_tok_s=…
 vllm_gen_tok_s=… roofline=…% dtype=…`` (``*_gen_tok_s``: steady-state generation, new tokens over
 the seconds spent generating, start-up excluded); the last line of the output is the last dtype's.
+When both dtypes run, the fp32 line ends with ``bf16_fp32_same=k/n``: on how many problems our
+greedy bf16 response is identical to the fp32 one (bf16 rounding flips near-tied tokens).
+
+``evaluate`` hands a local backend 4 batches per call, so at ``--n 256`` both backends see all 256
+prompts at once: our decoder keeps ``--batch-size`` rows decoding and refills finished ones; vLLM
+schedules them itself (its CPU default admits up to 256 sequences), which is its best setting here.
 ``--n 256`` measures the larger run; ``--profile`` first prints where a decode step's time goes.
 """
 
@@ -81,6 +87,12 @@ def run_ours(model_dir: str, args, dtype: str, backend: str) -> tuple[float, lis
     print(f"{backend}: {len(rows)} problems in {seconds:.1f}s whole process ({len(rows) / seconds:.3f} problems/s); "
           f"generation {gen_s:.1f}s, {new_tok} new tokens ({new_tok / max(gen_s, 1e-9):.1f} tok/s), accuracy {acc:.3f}")
     return seconds, rows
+
+
+def same_responses(a: dict[str, str], b: dict[str, str]) -> tuple[int, int]:
+    """How many problems two runs answered with the identical response text: (same, in both)."""
+    common = a.keys() & b.keys()
+    return sum(a[k] == b[k] for k in common), len(common)
 
 
 def roofline(dtype: str, rows: list[dict]) -> float:
@@ -234,9 +246,11 @@ def main() -> None:
     if not args.skip_vllm and not with_vllm:
         print("vllm: not importable here (bash scripts/setup_vllm.sh installs it); vllm_s=nan")
     nan = float("nan")
+    responses: dict[str, dict] = {}
     for dtype in dtypes:
         print(f"-- {dtype} --")
         ours_s, rows = run_ours(model_dir, args, dtype, "hf")
+        responses[dtype] = {r["problem_id"]: r["response"] for r in rows}
         share = roofline(dtype, rows)
         vllm_s, vllm_rows = run_ours(model_dir, args, dtype, "vllm") if with_vllm else (nan, [])
         ours_tok, vllm_tok = gen_tokens_per_s(rows), gen_tokens_per_s(vllm_rows) if vllm_rows else nan
@@ -244,8 +258,14 @@ def main() -> None:
         print(f"ratios ({dtype}): vllm/ours={vllm_s / ours_s:.2f} lm_eval/ours={lm_eval_s / ours_s:.2f} "
               f"lm_eval/vllm={lm_eval_s / vllm_s:.2f} (seconds over seconds: above 1, the first is slower); "
               f"generation tok/s ours/vllm={ours_tok / vllm_tok:.2f}")
+        agree = ""
+        if dtype == "fp32" and "bf16" in responses:
+            same, n = same_responses(responses["bf16"], responses["fp32"])
+            print(f"agreement: our bf16 and fp32 greedy responses are identical on {same}/{n} problems")
+            agree = f" bf16_fp32_same={same}/{n}"
         print(f"eval_throughput n={args.n} ours_s={ours_s:.1f} vllm_s={vllm_s:.1f} lm_eval_s={lm_eval_s:.1f} "
-              f"ours_gen_tok_s={ours_tok:.0f} vllm_gen_tok_s={vllm_tok:.0f} roofline={100 * share:.0f}% dtype={dtype}")
+              f"ours_gen_tok_s={ours_tok:.0f} vllm_gen_tok_s={vllm_tok:.0f} roofline={100 * share:.0f}% dtype={dtype}"
+              f"{agree}")
 
 
 if __name__ == "__main__":

@@ -37,3 +37,34 @@ def test_compact_keeps_only_live_rows_cache_and_positions_aligned():
     assert state.key_valid.shape == (2, 4)
 
 
+
+
+def test_ensure_column_widens_the_cache_by_a_chunk_up_to_the_limit():
+    state = _state()
+    state.col, state.limit = 4, 6  # the cache (4 wide) is full; at most 6 columns are ever needed
+    state.ensure_column(chunk=8)
+    assert state.key_valid.shape == (3, 6) and not state.key_valid[:, 4:].any()
+    k = state.cache[0][0]
+    assert k.shape == (3, 1, 6, 2) and k.is_contiguous()
+    assert k[:, 0, :4, 0].tolist() == [[0.0] * 4, [1.0] * 4, [2.0] * 4] and not k[:, :, 4:].any()
+    state.col = 5
+    state.ensure_column(chunk=8)  # room already: nothing changes
+    assert state.cache[0][0] is k
+
+
+def test_merge_right_aligns_both_batches_and_drops_columns_no_row_uses():
+    old = _state(rows=(0, 1))  # 2 rows, 4 columns, next column 3
+    old.key_valid = torch.tensor([[False, True, True, False], [False, False, True, False]])
+    old.pos_next = torch.tensor([5, 6])
+    new = _DecodeState([(torch.full((1, 1, 3, 2), 9.0),) * 2], torch.tensor([[True, True, False]]),
+                       torch.tensor([4]), 2, [7], [True])  # one row with 2 prompt columns used of 3
+    old.merge(new, chunk=4, max_new_tokens=10)
+    # old keeps columns 1 and 2 (column 0 is no row's; column 3 is past its next column), new uses its
+    # first 2: both end at the common next column 2
+    assert old.col == 2 and old.rows == [0, 1, 7] and old.live == [True, True, True]
+    assert old.key_valid.tolist() == [[True, True, False, False, False, False],
+                                      [False, True, False, False, False, False],
+                                      [True, True, False, False, False, False]]
+    assert old.pos_next.tolist() == [5, 6, 4] and old.limit == 2 + 10 - 1
+    k = old.cache[0][0]
+    assert k.shape == (3, 1, 6, 2) and k[:, 0, :2, 0].tolist() == [[0.0, 0.0], [1.0, 1.0], [9.0, 9.0]]

@@ -84,6 +84,34 @@ def test_fast_decoder_greedy_does_not_depend_on_batch_size_fp32(fp32_model):
     assert [c.token_ids for c in plain.generate(prompts, max_new_tokens=32, stop_ids=stops)] == together
 
 
+MORE_QUESTIONS = QUESTIONS + [
+    "What is 15 plus 27?",
+    "A shop sells pens at 3 dollars each. How much do 9 pens cost?",
+    "Sara reads 20 pages a day. How many pages does she read in a week?",
+]
+
+
+@pytest.mark.slow
+def test_continuous_refill_changes_no_output_fp32(fp32_model):
+    """With at most 2 rows decoding, finished rows refilled from the queue, every output is the same."""
+    from pspo_eval.generation.engine import FastDecoder
+    from pspo_eval.generation.hf import stop_token_ids
+
+    tok, model = fp32_model
+    prompts = _prompts(tok, MORE_QUESTIONS)
+    stops = stop_token_ids(tok, model)
+    dec = FastDecoder(model, cache_chunk=4)  # small chunks: the cache grows (and merges) many times
+    together = dec.generate(prompts, max_new_tokens=32, stop_ids=stops)
+    refilled = dec.generate(prompts, max_new_tokens=32, stop_ids=stops, max_batch=2)
+    assert [(c.token_ids, c.finish_reason) for c in refilled] == [(c.token_ids, c.finish_reason) for c in together]
+    assert {c.finish_reason for c in together} == {"stop", "length"}  # both ways of finishing are refilled
+    seeds = list(range(100, 100 + len(prompts)))
+    sampled = dec.generate(prompts, max_new_tokens=24, stop_ids=stops, temperature=0.8, top_p=0.9, seeds=seeds)
+    sampled_refilled = dec.generate(prompts, max_new_tokens=24, stop_ids=stops, temperature=0.8, top_p=0.9,
+                                    seeds=seeds, max_batch=3)
+    assert [c.token_ids for c in sampled_refilled] == [c.token_ids for c in sampled]
+
+
 @pytest.mark.slow
 def test_sampling_is_per_sample_and_order_independent_fp32(fp32_model):
     from pspo_eval.generation.engine import FastDecoder

@@ -48,7 +48,7 @@ def evaluate(
     limit: int | None = typer.Option(None, "--limit", help="First N problems of each dataset."),
     shard: str | None = typer.Option(None, "--shard", help="i/n: this machine's deterministic share of the problems (1-based)."),
     backend: str = typer.Option("hf", "--backend", help="hf (our fast decoder over transformers weights; the fastest on a CPU), vllm (vLLM's offline engine, GPU or CPU: scripts/setup_vllm.sh) or openai (any OpenAI-compatible server)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="hf, vllm: prompts per call."),
+    batch_size: int = typer.Option(64, "--batch-size", help="hf: rows decoded at once (finished rows are refilled). hf and vllm take 4 batches per call, stored when it returns."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 where supported, else fp32), bf16, fp16, fp32."),
     device: str = typer.Option("auto", "--device", help="hf: auto, cpu, cuda, cuda:1, …"),
     decoder: str = typer.Option("auto", "--decoder", help="hf: auto (fast loop for Llama-family, else generate), fast, generate."),

@@ -193,8 +193,11 @@ class HFBackend:
             groups[(r.temperature, r.top_p, r.max_new_tokens)].append(i)
         for (temperature, top_p, max_new), idx in groups.items():
             idx.sort(key=lambda i: (-len(encoded[i]), i))  # longest first: memory problems show at once
-            for start in range(0, len(idx), self.batch_size):
-                chunk = idx[start : start + self.batch_size]
+            # The fast decoder takes the whole group and keeps batch_size rows decoding, refilling
+            # finished ones; plain generate runs it batch by batch.
+            step = len(idx) if self.decoder is not None else self.batch_size
+            for start in range(0, len(idx), step):
+                chunk = idx[start : start + step]
                 t0 = time.perf_counter()
                 batch = self._generate_batch(
                     [encoded[i] for i in chunk], [requests[i].seed for i in chunk], temperature, top_p, max_new
@@ -210,7 +213,8 @@ class HFBackend:
     def _generate_batch(self, prompts, seeds, temperature, top_p, max_new) -> list[tuple[list[int], str]]:
         if self.decoder is not None:
             done = self.decoder.generate(
-                prompts, max_new_tokens=max_new, stop_ids=self.stop_ids, temperature=temperature, top_p=top_p, seeds=seeds
+                prompts, max_new_tokens=max_new, stop_ids=self.stop_ids, temperature=temperature, top_p=top_p,
+                seeds=seeds, max_batch=self.batch_size,
             )
             return [(c.token_ids, c.finish_reason) for c in done]
         return self._generate_plain(prompts, seeds, temperature, top_p, max_new)
