@@ -151,6 +151,13 @@ def summarize(eval_dirs: dict[str, Path], models: list[str], train_dirs: dict[st
         if m in train_dirs:
             row["reward_start"], row["reward_end"], row["steps"] = rollout_rewards(train_dirs[m] / "metrics.jsonl")
         rows.append(row)
+    if "trl" in models:  # each of our objectives against TRL's run, paired on the same problems
+        trl = read_samples(eval_dirs["trl"], "trl")
+        for row in rows:
+            if row["model"] in OBJECTIVES:
+                recs = read_samples(eval_dirs[row["model"]], row["model"])
+                row["only_trl"], row["only_ours"], row["p_vs_trl"] = mcnemar_p(
+                    [bool(trl[i]["correct"]) for i in ids], [bool(recs[i]["correct"]) for i in ids])
     return rows
 
 
@@ -158,13 +165,20 @@ def markdown_table(rows: list[dict]) -> str:
     def f(x, nd=3):
         return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
+    vs_trl = any("p_vs_trl" in r for r in rows)
     lines = ["| model | optimizer steps | train reward, first rollout | train reward, last rollout | "
-             "held-out format `#### n` | held-out accuracy | base-only / model-only right | McNemar p vs base |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "held-out format `#### n` | held-out accuracy | base-only / model-only right | McNemar p vs base |"
+             + (" TRL-only / ours-only right | McNemar p vs TRL |" if vs_trl else ""),
+             "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if vs_trl else "")]
     for r in rows:
+        trl_cells = ""
+        if vs_trl:
+            trl_cells = (f" {r['only_trl']} / {r['only_ours']} | {f(r['p_vs_trl'], 4)} |" if "p_vs_trl" in r
+                         else " – | – |")
         lines.append(f"| {r['model']} | {r.get('steps', 0)} | {f(r.get('reward_start'))} | {f(r.get('reward_end'))} | "
                      f"{r['format']:.1%} | {r['acc']:.1%} ({round(r['acc'] * r['n'])}/{r['n']}) | "
-                     f"{r['only_base']} / {r['only_model']} | {f(r['p'], 4) if r['p'] is not None else '–'} |")
+                     f"{r['only_base']} / {r['only_model']} | {f(r['p'], 4) if r['p'] is not None else '–'} |"
+                     + trl_cells)
     return "\n".join(lines) + "\n"
 
 

@@ -107,6 +107,21 @@ def test_summarize_and_table(tmp_path):
     assert "| pspo | 4 | 0.100 | 0.500 | 100.0% | 90.0% (9/10) | 0 / 7 | 0.0156 |" in table
 
 
+def test_summarize_pairs_each_objective_with_trl(tmp_path):
+    run = tmp_path / "eval"
+    _write_eval(run, "base", [(i < 2, "7") for i in range(10)])
+    _write_eval(run, "pspo", [(i < 9, "#### 7") for i in range(10)])
+    _write_eval(run, "trl", [(i < 3 or i == 9, "#### 7") for i in range(10)])
+    rows = learning.summarize({m: run for m in ("base", "pspo", "trl")}, ["base", "pspo", "trl"], {})
+    by = {r["model"]: r for r in rows}
+    # TRL right alone on problem 9; pspo alone on 3..8
+    assert (by["pspo"]["only_trl"], by["pspo"]["only_ours"]) == (1, 6) and math.isclose(by["pspo"]["p_vs_trl"], 16 / 128)
+    assert "p_vs_trl" not in by["trl"] and "p_vs_trl" not in by["base"]
+    table = learning.markdown_table(rows)
+    assert table.splitlines()[0].endswith("| TRL-only / ours-only right | McNemar p vs TRL |")
+    assert "| 0 / 7 | 0.0156 | 1 / 6 | 0.1250 |" in table and table.splitlines()[-1].endswith("| – | – |")
+
+
 def test_summarize_refuses_different_problem_sets(tmp_path):
     run = tmp_path / "eval"
     _write_eval(run, "base", [(True, "1")] * 3)
