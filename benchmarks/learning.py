@@ -138,9 +138,9 @@ def summarize(eval_dirs: dict[str, Path], models: list[str], train_dirs: dict[st
     """Per model (records under eval_dirs[model]): n, format adherence, accuracy, McNemar against models[0]."""
     base = read_samples(eval_dirs[models[0]], models[0])
     ids = sorted(base)
-    rows = []
+    rows, by_model = [], {}
     for m in models:
-        recs = read_samples(eval_dirs[m], m)
+        recs = by_model[m] = read_samples(eval_dirs[m], m)
         if sorted(recs) != ids:
             raise SystemExit(f"{m}: evaluated on other problems than {models[0]}")
         correct = [bool(recs[i]["correct"]) for i in ids]
@@ -152,10 +152,10 @@ def summarize(eval_dirs: dict[str, Path], models: list[str], train_dirs: dict[st
             row["reward_start"], row["reward_end"], row["steps"] = rollout_rewards(train_dirs[m] / "metrics.jsonl")
         rows.append(row)
     if "trl" in models:  # each of our objectives against TRL's run, paired on the same problems
-        trl = read_samples(eval_dirs["trl"], "trl")
+        trl = by_model["trl"]
         for row in rows:
             if row["model"] in OBJECTIVES:
-                recs = read_samples(eval_dirs[row["model"]], row["model"])
+                recs = by_model[row["model"]]
                 row["only_trl"], row["only_ours"], row["p_vs_trl"] = mcnemar_p(
                     [bool(trl[i]["correct"]) for i in ids], [bool(recs[i]["correct"]) for i in ids])
     return rows

@@ -454,14 +454,13 @@ LOCAL_CALL_BATCHES = 4  # batches handed to a local backend per call (at most th
 
 
 def _generate_work(config: EvalConfig, work: _Work, backend, store: RunStore, grade, advance) -> None:
-    """Generate a (model, dataset, setting)'s missing samples batch by batch, grading and appending each."""
+    """Generate a (model, dataset, setting)'s missing samples call by call, grading and appending each."""
     shard = store.shard(*work.shard_parts)
     requests = [_request(config, work, backend, problem, seed) for problem, _index, _key, seed in work.items]
-    # Batches of similar prompt length; a batch is written as soon as it is graded.
+    # Calls of similar prompt length; a call's samples are written as soon as they are graded.
     order = sorted(range(len(requests)), key=lambda i: (-len(requests[i].prompt), i))
     # hf and vllm take several batches per call: the fast decoder keeps batch_size rows decoding by
-    # refilling finished ones, vLLM schedules them itself. openai sends requests. A call's samples
-    # are written when it returns.
+    # refilling finished ones, vLLM schedules them itself. openai sends requests.
     local = config.backend.name in ("hf", "vllm")
     step = max(1, config.backend.batch_size * LOCAL_CALL_BATCHES if local else config.backend.concurrency * 4)
     for start in range(0, len(order), step):

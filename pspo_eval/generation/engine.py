@@ -71,7 +71,7 @@ class _DecodeState:
     col: int
     rows: list[int]
     live: list[bool]
-    limit: int = 0  # the most cache columns this batch can need (0: the cache is never grown)
+    limit: int = 0  # the most cache columns this batch can need; the cache never grows past it
 
     def ensure_column(self, chunk: int) -> None:
         """Make room for a write at column ``col``: widen the cache by ``chunk`` columns (up to ``limit``).
@@ -79,12 +79,12 @@ class _DecodeState:
         The cache is kept exactly as wide as it is used (plus at most ``chunk - 1`` masked columns), so
         a decode step attends over whole contiguous tensors: a bf16 matrix product on CPU copies any
         operand whose batch stride is not its packed size, and slicing a full-length cache to the
-        used columns cost ~38% of a decode step (profiled; see decode_attention's note).
+        used columns cost ~38% of a decode step (profiled; see the module docstring).
         """
         width = self.key_valid.shape[1]
         if self.col < width:
             return
-        extra = max(1, min(chunk, self.limit - width)) if self.limit else chunk
+        extra = max(1, min(chunk, self.limit - width))
         self.cache = [(_widen(k, extra), _widen(v, extra)) for k, v in self.cache]
         self.key_valid = torch.cat([self.key_valid, self.key_valid.new_zeros(self.key_valid.shape[0], extra)], 1)
 
