@@ -68,3 +68,11 @@ def test_merge_right_aligns_both_batches_and_drops_columns_no_row_uses():
     assert old.pos_next.tolist() == [5, 6, 4] and old.limit == 2 + 10 - 1
     k = old.cache[0][0]
     assert k.shape == (3, 1, 6, 2) and k[:, 0, :2, 0].tolist() == [[0.0, 0.0], [1.0, 1.0], [9.0, 9.0]]
+
+
+def test_compact_with_no_live_row_empties_the_batch():
+    # Every row finished at once while prompts wait to refill it: the batch becomes empty, not an error.
+    state = _state()
+    state.live = [False, False, False]
+    token = state.compact(torch.tensor([10, 11, 12]))
+    assert token.tolist() == [] and state.rows == [] and state.cache[0][0].shape[0] == 0

@@ -112,7 +112,7 @@ class _DecodeState:
     def compact(self, token: torch.Tensor) -> torch.Tensor:
         """Drop the finished rows from the batch (cache included); returns the live rows' tokens."""
         keep_idx = [j for j, alive in enumerate(self.live) if alive]
-        keep = torch.tensor(keep_idx, device=token.device)
+        keep = torch.tensor(keep_idx, dtype=torch.long, device=token.device)  # long even when empty
         self.cache = [(k.index_select(0, keep), v.index_select(0, keep)) for k, v in self.cache]
         self.key_valid = self.key_valid.index_select(0, keep)
         self.pos_next = self.pos_next.index_select(0, keep)
