@@ -9,6 +9,7 @@ formats on disk and the numbers computed from them must not.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import sys
@@ -41,17 +42,44 @@ def _files(root: Path) -> dict[str, bytes]:
 def _without_times(report: str) -> str:
     """The report names when it was generated, when the runs ran and the code revision that last
     touched them (the rerun of evaluate records today's): everything else must match."""
-    report = re.sub(r"git `[0-9a-f]{40}`", "git <revision>", report)
+    report = re.sub(r"git `[0-9a-f]{40}(?:\+dirty)?`", "git <revision>", report)
     return re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\+0000|Z)", "<time>", report)
+
+
+def _close(got, want, path: str = "") -> None:
+    """Equal structure and equal non-float values; floats within fp32 rounding (1e-5 relative): a
+    resumed run on another thread count or CPU sums in another order (CI reproduced it), while a
+    change to the trainer's arithmetic moves them by far more."""
+    if isinstance(want, float) or isinstance(got, float):
+        assert math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-7), f"{path}: {got} != {want}"
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(want), f"{path}: keys differ"
+        for key in want:
+            _close(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), f"{path}: lengths differ"
+        for i, (g, w) in enumerate(zip(got, want)):
+            _close(g, w, f"{path}[{i}]")
+    else:
+        assert got == want, f"{path}: {got!r} != {want!r}"
+
+
+def test_close_tells_rounding_from_a_change():
+    _close([{"loss": 1.0000001, "step": 1}], [{"loss": 1.0, "step": 1}])
+    for got in ([{"loss": 1.001, "step": 1}], [{"loss": 1.0, "step": 2}], [{"loss": 1.0}], []):
+        with pytest.raises(AssertionError):
+            _close(got, [{"loss": 1.0, "step": 1}])
 
 
 def test_an_old_training_run_resumes_to_the_uninterrupted_result(old_run: Path):
     make_fixture.cli(old_run, "train", "--resume", "--out", "train", "--quiet")
     expected = json.loads((FIXTURE / "expected" / "metrics.json").read_text())
-    assert make_fixture.untimed(old_run / "train" / "metrics.jsonl") == expected
     assert [r["step"] for r in expected] == [1, 2, 3, 4]
-    digest = (FIXTURE / "expected" / "final_adapter.sha256").read_text().strip()
-    assert make_fixture.adapter_digest(old_run / "train" / "final") == digest
+    _close(make_fixture.untimed(old_run / "train" / "metrics.jsonl"), expected)
+    # Sum, norm and largest magnitude of every final tensor, adapter and merged weights.
+    summary = json.loads((FIXTURE / "expected" / "final_adapter.json").read_text())
+    assert any("lora_B" in name for name in summary)
+    _close(make_fixture.adapter_summary(old_run / "train" / "final"), summary)
 
 
 def test_an_old_evaluation_run_is_complete_and_reports_identically(old_run: Path):
