@@ -245,3 +245,60 @@ def test_stop_set_with_and_without_the_end_of_turn_token():
 
     assert stop_token_ids(tok, NoGenerationConfig()) == sorted({eos, im_end})
     assert stop_token_ids(tok, NoGenerationConfig(), end_of_turn=False) == [eos]
+
+
+def test_segments_minimise_padding_plus_a_cost_per_segment():
+    from pspo_eval.generation.engine import _segments
+
+    widths = [3, 3, 3, 90, 90]
+    assert _segments(widths, 50) == [(0, 3), (3, 5)]  # 3·3 + 2·90 + 2·50 beats 5·90 + 50
+    assert _segments(widths, 10**6) == [(0, 5)]  # one segment when a segment costs more than padding
+    assert _segments([7], 1) == [(0, 1)]
+    assert _segments([1, 2, 3, 4], 0) == [(0, 1), (1, 2), (2, 3), (3, 4)]  # free segments: no padding at all
+
+
+def test_segments_prefix_and_refill_change_no_output_on_a_tiny_model(tmp_path):
+    """Rows decoded in many segments over one shared prefix, refilled and merged back (fp32), give
+    exactly what one dense batch without the shared prefix gives, greedy and sampled."""
+    from collections import Counter
+
+    from train_helpers import make_tiny_model
+    from transformers import AutoModelForCausalLM
+
+    from pspo_eval.generation.engine import FastDecoder
+
+    model = AutoModelForCausalLM.from_pretrained(make_tiny_model(tmp_path / "tiny"), dtype=torch.float32).eval()
+    rng = random.Random(0)
+    prefix = [rng.randrange(100, 5000) for _ in range(20)]
+    prompts = [prefix + [rng.randrange(100, 5000) for _ in range(rng.choice([3, 8, 40, 90]))] for _ in range(15)]
+    dense = FastDecoder(model, share_prefix=False, segment_cost=10**9)
+    # Stop at the tokens this random model emits most, so rows finish at different steps.
+    first = dense.generate(prompts, max_new_tokens=24, stop_ids=[2])
+    stops = [t for t, _ in Counter(t for c in first for t in c.token_ids[3:]).most_common(3)]
+    split = FastDecoder(model, segment_cost=1, max_segments=3, cache_chunk=4)
+    for kw in ({}, {"max_batch": 4}, {"temperature": 0.9, "top_p": 0.9, "seeds": list(range(15)), "max_batch": 5}):
+        want = [(c.token_ids, c.finish_reason) for c in dense.generate(prompts, max_new_tokens=24, stop_ids=stops, **kw)]
+        got = [(c.token_ids, c.finish_reason) for c in split.generate(prompts, max_new_tokens=24, stop_ids=stops, **kw)]
+        assert got == want
+        if "temperature" not in kw:
+            assert {r for _, r in want} == {"stop", "length"}
+
+
+def test_weights_cast_once_give_autocasts_tokens(tmp_path):
+    """A bf16 rollout of an fp32 policy: weights and cache kept in bf16 (cast once per refresh)
+    give exactly the tokens of autocast casting them at every product, greedy and sampled."""
+    from train_helpers import make_tiny_model
+    from transformers import AutoModelForCausalLM
+
+    from pspo_eval.generation.engine import FastDecoder
+
+    model = AutoModelForCausalLM.from_pretrained(make_tiny_model(tmp_path / "tiny"), dtype=torch.float32).eval()
+    rng = random.Random(1)
+    prompts = [[rng.randrange(100, 5000) for _ in range(rng.choice([4, 30, 70]))] for _ in range(9)]
+    cast_once = FastDecoder(model, matmul_dtype=torch.bfloat16)
+    assert cast_once.layers[0].wqkv.dtype == torch.bfloat16 and cast_once.embed.dtype == torch.float32
+    for kw in ({}, {"temperature": 0.9, "top_p": 0.9, "seeds": list(range(9)), "max_batch": 4}):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            want = [c.token_ids for c in FastDecoder(model).generate(prompts, max_new_tokens=20, stop_ids=[2], **kw)]
+            got = [c.token_ids for c in cast_once.generate(prompts, max_new_tokens=20, stop_ids=[2], **kw)]
+        assert got == want

@@ -10,6 +10,10 @@ This loop runs the same weights with the same operations in the same dtypes, but
   38% of a step);
 - finished rows are dropped from the batch once enough of them finish (the cache is compacted), and
   with ``max_batch`` the freed rows are refilled from the waiting prompts (continuous batching);
+- the batch decodes in a few segments of similar prompt width, each over its own cache, so short
+  prompts do not attend over the longest one's padding, and the prefix all prompts share (system
+  prompt, chat header) is kept once and read once per step for all rows: attention over the cache
+  is bound by the bytes it reads (see ``_segments``, ``_decode_attention``);
 - only the last position's logits are computed during prefill, and prompts are prefilled in
   groups of similar length (sorted), so short prompts do not pay for the longest one's padding;
 - on CPU every projection is computed as ``W @ xᵀ`` rather than ``x @ Wᵀ``: at decode shapes
@@ -153,6 +157,23 @@ class _DecodeState:
         self.live = self.live + new.live
 
 
+@dataclass
+class _Prefill:
+    """A prefill pass attends over ``cache`` (per layer) up to its new keys, written at ``start``."""
+
+    cache: list[tuple[torch.Tensor, torch.Tensor]]  # per layer ([B, KV, S, D], [B, KV, S, D])
+    start: int  # cache column of the pass's first token
+    mask: torch.Tensor  # [B, 1, T, start+T] bool, True = attend
+
+
+@dataclass
+class _Decode:
+    """A decode step attends, per segment of the batch, over that segment's cache and the shared prefix."""
+
+    segments: list[_DecodeState]  # the batch's rows, segment by segment
+    prefix: list[tuple[torch.Tensor, torch.Tensor]] | None  # per layer [1, KV, P, D], or None
+
+
 def _widen(x: torch.Tensor, extra: int) -> torch.Tensor:
     """``x`` ([B, KV, S, D]) with ``extra`` zero columns appended along S (a new contiguous tensor)."""
     return torch.cat([x, x.new_zeros(x.shape[0], x.shape[1], extra, x.shape[3])], 2)
@@ -182,7 +203,8 @@ class FastDecoder:
     """
 
     def __init__(self, model, *, compact_below: float = 0.75, share_prefix: bool = True, prefill_tokens: int = 1024,
-                 cache_chunk: int = 32):
+                 cache_chunk: int = 32, segment_cost: int = 2048, max_segments: int = 4,
+                 matmul_dtype: torch.dtype | None = None):
         if not supports(model):
             raise ValueError(f"FastDecoder does not support model_type={model.config.model_type!r}")
         self.model = model
@@ -200,6 +222,17 @@ class FastDecoder:
         # Cache columns added at a time (see _DecodeState.ensure_column): a decode step attends over
         # at most this many masked columns more than it needs.
         self.cache_chunk = cache_chunk
+        # Rows decode in segments of similar prompt width, each over its own cache (see _segments):
+        # a segment's extra kernel calls count as this many padded row-columns; refills add
+        # segments, merged back down to max_segments (see _fold).
+        self.segment_cost = segment_cost
+        self.max_segments = max_segments
+        # For use under torch.autocast(dtype=matmul_dtype) with weights in another dtype (a bf16
+        # rollout of an fp32 policy): the fused weights and the KV cache are kept in matmul_dtype,
+        # cast once per refresh, instead of autocast casting every weight and the whole cache at
+        # every product of every step. The same values as autocast's own casts (both round to
+        # nearest), so the same tokens.
+        self.matmul_dtype = matmul_dtype
         self.transposed_rows = 256  # up to this many rows, projections run as W @ xᵀ on CPU
         self._light = isinstance(getattr(model, "weights", None), dict)  # a generation.light.LightModel
         self.rotary = model.rotary if self._light else model.model.rotary_emb
@@ -219,9 +252,20 @@ class FastDecoder:
         model = self.model
         self.dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
+        self.cache_dtype = self.matmul_dtype or self.dtype
         if self._light:
             self._refresh_from_weights(model.weights)
-            return
+        else:
+            self._refresh_from_model(model)
+        if self.cache_dtype != self.dtype:
+            with torch.no_grad():
+                self.lm_head = self.lm_head.to(self.cache_dtype)
+                for layer in self.layers:
+                    for name in ("wqkv", "wo", "w_gate_up", "w_down"):
+                        setattr(layer, name, getattr(layer, name).to(self.cache_dtype))
+
+    def _refresh_from_model(self, model) -> None:
+        """The fused weights from a transformers model's modules."""
         with torch.no_grad():
             self.embed = model.model.embed_tokens.weight
             self.final_norm = model.model.norm.weight
@@ -296,9 +340,7 @@ class FastDecoder:
         self,
         ids: torch.Tensor,  # [B, T]
         positions: torch.Tensor,  # [B, T]
-        cache: list[tuple[torch.Tensor, torch.Tensor]],  # per layer ([B, KV, S, D], [B, KV, S, D])
-        start: int,  # cache column of ids[:, 0]
-        mask: torch.Tensor,  # [B, 1, T, start+T] bool, True = attend
+        ctx: _Prefill | _Decode,  # what the queries attend over (see _attend)
     ) -> torch.Tensor:
         B, T = ids.shape
         H, KV, D = self.n_heads, self.n_kv, self.head_dim
@@ -317,7 +359,7 @@ class FastDecoder:
             q = self._rope(q.transpose(1, 2), cos, sin)
             k = self._rope(k.transpose(1, 2), cos, sin)
             v = v.view(B, T, KV, D).transpose(1, 2)
-            att = self._attend(q, k, v, cache[i], start, mask)
+            att = self._attend(i, q, k, v, ctx)
             att = att.transpose(1, 2).reshape(B, T, H * D)
             x = x + self._lin(att, layer.wo, self.o_bias[i])
             h = self._rms(x, layer.post_norm)
@@ -325,41 +367,68 @@ class FastDecoder:
             x = x + self._lin(F.silu(gate) * up, layer.w_down)
         return x
 
-    def _attend(self, q, k, v, layer_cache, start: int, mask: torch.Tensor) -> torch.Tensor:
-        """Write this step's keys and values into the layer's cache, then attend over columns ``:end``.
+    def _attend(self, i: int, q, k, v, ctx: _Prefill | _Decode) -> torch.Tensor:
+        """Write layer ``i``'s new keys and values into the cache, then attend over it.
 
         Prefill uses the fused ``scaled_dot_product_attention``; a decode step (one query per row)
-        uses :meth:`_decode_attention`: with the fused kernel a bf16 decode step took 3.5× the CPU
-        time (measured: 32 GSM8K prompts' cache, 1 thread, interleaved A/B in one process).
+        runs :meth:`_decode_attention` once per segment of the batch: with the fused kernel a bf16
+        decode step took 3.5× the CPU time (measured: 32 GSM8K prompts' cache, 1 thread, interleaved
+        A/B in one process).
         """
-        ck, cv = layer_cache
-        end = start + q.shape[2]
-        ck[:, :, start:end] = k
-        cv[:, :, start:end] = v
-        if q.shape[2] == 1:
-            # The mask is as wide as the keys to attend over: in a decode step that is the whole
-            # (contiguous) cache, whose columns past ``end`` are masked (see ensure_column).
-            n = mask.shape[-1]
-            return self._decode_attention(q, ck[:, :, :n], cv[:, :, :n], mask)
-        return F.scaled_dot_product_attention(
-            q, ck[:, :, :end], cv[:, :, :end], attn_mask=mask, enable_gqa=self.n_kv != self.n_heads
-        )
+        if isinstance(ctx, _Prefill):
+            ck, cv = ctx.cache[i]
+            end = ctx.start + q.shape[2]
+            ck[:, :, ctx.start : end] = k
+            cv[:, :, ctx.start : end] = v
+            return F.scaled_dot_product_attention(
+                q, ck[:, :, :end], cv[:, :, :end], attn_mask=ctx.mask, enable_gqa=self.n_kv != self.n_heads
+            )
+        prefix = ctx.prefix[i] if ctx.prefix else None
+        outs, a = [], 0
+        for seg in ctx.segments:
+            b = a + len(seg.rows)
+            ck, cv = seg.cache[i]
+            ck[:, :, seg.col] = k[a:b, :, 0]
+            cv[:, :, seg.col] = v[a:b, :, 0]
+            # The whole (contiguous) cache: columns past ``col`` are masked (see ensure_column).
+            outs.append(self._decode_attention(q[a:b], ck, cv, seg.key_valid, prefix))
+            a = b
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
-    def _decode_attention(self, q, k, v, mask):
-        """One query per row: grouped-query attention as two small batched matrix products.
+    def _decode_attention(self, q, k, v, valid, prefix=None):
+        """One query per row: grouped-query attention as small batched matrix products.
 
         PyTorch's fused CPU attention kernel costs milliseconds per call for a single query; this
         form does the same arithmetic (scores in fp32 softmax, as transformers' eager path) without
-        expanding the KV heads.
+        expanding the KV heads. ``valid`` ([B, S]) masks the rows' own columns. With ``prefix``
+        (the keys and values every row shares, [1, KV, P, D] each) the rows attend over
+        [prefix | own columns] under one softmax, the prefix read once for the whole batch as one
+        matrix product per KV head instead of once per row.
         """
         B, H, _, D = q.shape
         KV = k.shape[1]
         G = H // KV
+        scale = D**-0.5
         qg = q.reshape(B, KV, G, D)
-        scores = torch.matmul(qg, k.transpose(-1, -2)) * (D**-0.5)  # [B, KV, G, S]
-        scores = scores.masked_fill(~mask.view(B, 1, 1, -1), float("-inf"))
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
-        return torch.matmul(probs, v).reshape(B, H, 1, D)
+        if k.dtype != torch.float32 and k.device.type == "cpu":
+            # bf16 on CPU: K @ qᵀ (one tall product per row and head) reads the cache at memory speed,
+            # 0.32 against 0.53 ms per layer for q @ Kᵀ (64 rows × 256 columns, caches in DRAM,
+            # measured); in fp32 q @ Kᵀ is the faster form (1.04 against 1.27 ms).
+            scores = torch.matmul(k, qg.transpose(-1, -2)).transpose(-1, -2) * scale  # [B, KV, G, S]
+        else:
+            scores = torch.matmul(qg, k.transpose(-1, -2)) * scale  # [B, KV, G, S]
+        scores = scores.masked_fill(~valid.view(B, 1, 1, -1), float("-inf"))
+        if prefix is None:
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
+            return torch.matmul(probs, v).reshape(B, H, 1, D)
+        pk, pv = prefix
+        P = pk.shape[2]
+        q_heads = qg.transpose(0, 1).reshape(KV, B * G, D)  # every row's queries of one KV head
+        shared = (torch.matmul(q_heads, pk[0].transpose(-1, -2)) * scale).view(KV, B, G, P).transpose(0, 1)
+        probs = torch.softmax(torch.cat([shared, scores], -1), dim=-1, dtype=torch.float32).to(v.dtype)
+        out = torch.matmul(probs[..., P:], v)
+        p_heads = probs[..., :P].transpose(0, 1).reshape(KV, B * G, P)
+        return (out + torch.matmul(p_heads, pv[0]).view(KV, B, G, D).transpose(0, 1)).reshape(B, H, 1, D)
 
     def _logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
         """[B, V] next-token scores in the model's dtype (on CPU a transposed view, see :meth:`_lin`)."""
@@ -403,60 +472,96 @@ class FastDecoder:
         out: list[list[int]] = [[] for _ in range(B)]
         finish = ["length"] * B
         stopped_by: list[int | None] = [None] * B
+        # The prefix every prompt of the call shares (system prompt, chat-template header): computed
+        # once, kept once, and attended to by every row of every segment (see _decode_attention).
+        L = min(shared_prefix_length(prompts), min(len(p) for p in prompts) - 1) if (B > 1 and self.share_prefix) else 0
+        prefix = self._prefix_cache(prompts[0][:L]) if L > 0 else None
 
-        def start(rows: list[int]) -> tuple[_DecodeState, torch.Tensor, int]:
-            """Prefill these prompts and choose each one's first token: (state, tokens, rows live)."""
-            state, logits = self._prefill([prompts[r] for r in rows], max_new_tokens)
-            state.rows = list(rows)
-            token = self._choose(logits, temperature, top_p, [rngs[r] for r in rows] if rngs else None)
-            return state, token, state.record(token, stop, out, finish, stopped_by, max_new_tokens)
+        def start(rows: list[int]) -> list[tuple[_DecodeState, torch.Tensor]]:
+            """Prefill these prompts (sorted by length) as segments of similar width; choose first tokens."""
+            fresh = []
+            for a, b in _segments([len(prompts[r]) - L for r in rows], self.segment_cost):
+                state, logits = self._prefill([prompts[r] for r in rows[a:b]], max_new_tokens, L, prefix)
+                state.rows = list(rows[a:b])
+                token = self._choose(logits, temperature, top_p, [rngs[r] for r in state.rows] if rngs else None)
+                state.record(token, stop, out, finish, stopped_by, max_new_tokens)
+                fresh.append((state, token))
+            return fresh
 
-        state, token, n_live = start(order[:width])
+        batch = start(order[:width])  # the segments decoding, each with its rows' latest tokens
         while True:
-            if n_live <= self.compact_below * len(state.rows):  # also when none is live
-                if n_live == 0 and not waiting:
-                    break
-                token = state.compact(token)
-                if waiting:
-                    fresh, waiting = waiting[: width - n_live], waiting[width - n_live :]
-                    new_state, new_token, new_live = start(fresh)
-                    state.merge(new_state, self.cache_chunk, max_new_tokens)
-                    token, n_live = torch.cat([token, new_token]), n_live + new_live
-                    continue  # the new rows' first tokens may have finished them: check again
-            logits = self._decode_step(state, token)
-            token = self._choose(logits, temperature, top_p, [rngs[r] for r in state.rows] if rngs else None)
-            n_live = state.record(token, stop, out, finish, stopped_by, max_new_tokens)
+            n_live = sum(sum(seg.live) for seg, _ in batch)
+            if n_live == 0 and not waiting:
+                break
+            kept = []
+            for seg, token in batch:
+                k = sum(seg.live)
+                if k <= self.compact_below * len(seg.rows):
+                    if k == 0:
+                        continue
+                    token = seg.compact(token)
+                kept.append((seg, token))
+            batch = kept
+            if waiting and n_live <= self.compact_below * width:
+                fresh, waiting = waiting[: width - n_live], waiting[width - n_live :]
+                batch = self._fold(batch + start(fresh), max_new_tokens)
+                continue  # the new rows' first tokens may have finished them: check again
+            segments = [seg for seg, _ in batch]
+            logits = self._decode_step(segments, prefix, torch.cat([t for _, t in batch]))
+            rows = [r for seg in segments for r in seg.rows]
+            token = self._choose(logits, temperature, top_p, [rngs[r] for r in rows] if rngs else None)
+            batch = list(zip(segments, token.split([len(seg.rows) for seg in segments])))
+            for seg, t in batch:
+                seg.record(t, stop, out, finish, stopped_by, max_new_tokens)
         return [Completion(out[r], finish[r], stopped_by[r]) for r in range(B)]
 
-    def _decode_step(self, state: _DecodeState, token: torch.Tensor) -> torch.Tensor:
-        """One new token per batch row: write it at the next cache column, return the next logits."""
-        state.ensure_column(self.cache_chunk)
-        col = state.col
-        state.key_valid[:, col] = True
-        mask = state.key_valid[:, None, None, :]
-        hidden = self._forward(token[:, None], state.pos_next[:, None], state.cache, col, mask)
-        state.pos_next += 1
-        state.col += 1
+    def _fold(self, batch: list[tuple[_DecodeState, torch.Tensor]], max_new_tokens: int) -> list[tuple[_DecodeState, torch.Tensor]]:
+        """Merge segments until at most ``max_segments`` remain, each time the pair that wastes the
+        fewest padded cache columns when right-aligned together (each segment costs a few kernel
+        calls per layer and step)."""
+        while len(batch) > self.max_segments:
+            used = [int(seg.key_valid[:, : seg.col].any(0).sum()) for seg, _ in batch]
+            rows = [len(seg.rows) for seg, _ in batch]
+            pairs = [(i, j) for i in range(len(batch)) for j in range(i + 1, len(batch))]
+            i, j = min(pairs, key=lambda ij: _merge_waste(rows[ij[0]], used[ij[0]], rows[ij[1]], used[ij[1]]))
+            (a, ta), (b, tb) = batch[i], batch[j]
+            a.merge(b, self.cache_chunk, max_new_tokens)
+            batch = [x for n, x in enumerate(batch) if n not in (i, j)] + [(a, torch.cat([ta, tb]))]
+        return batch
+
+    def _decode_step(self, segments: list[_DecodeState], prefix, token: torch.Tensor) -> torch.Tensor:
+        """One new token per row of every segment: write it at each segment's next cache column,
+        return the next logits (rows in segment order)."""
+        for seg in segments:
+            seg.ensure_column(self.cache_chunk)
+            seg.key_valid[:, seg.col] = True
+        positions = torch.cat([seg.pos_next for seg in segments]) if len(segments) > 1 else segments[0].pos_next
+        hidden = self._forward(token[:, None], positions[:, None], _Decode(segments, prefix))
+        for seg in segments:
+            seg.pos_next += 1
+            seg.col += 1
         return self._logits(hidden[:, -1])
 
-    def _prefill(self, prompts: list[Sequence[int]], max_new_tokens: int) -> tuple[_DecodeState, torch.Tensor]:
+    def _prefill(self, prompts: list[Sequence[int]], max_new_tokens: int, L: int = 0,
+                 prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> tuple[_DecodeState, torch.Tensor]:
         """Run the (length-sorted) prompts through the model into a fresh cache: (state, first logits).
 
-        Cache layout per row: [shared prefix | left padding | rest of the prompt | generated]. The
-        prefix every prompt shares (system prompt and chat-template header) is computed once.
+        ``prefix`` holds the keys and values of the first ``L`` tokens, which every prompt shares
+        (:meth:`_prefix_cache`). During prefill each row's cache is laid out as [prefix | left
+        padding | rest of the prompt]; the returned state keeps only [left padding | rest of the
+        prompt | generated] per row: decode steps attend to the one shared copy of the prefix.
         """
         B, dev = len(prompts), self.device
         lengths = [len(p) for p in prompts]
-        L = shared_prefix_length(prompts) if (B > 1 and self.share_prefix) else 0
-        L = min(L, min(lengths) - 1)
         Ts = max(lengths) - L  # width of the per-row part of the prompt
         T = L + Ts
         # Decode writes columns T .. T + max_new_tokens - 2; the cache grows to them chunk by chunk.
         limit = T + max_new_tokens - 1
         S = min(limit, T + self.cache_chunk)
         cache = self._new_cache(B, S)
-        if L > 0:
-            self._prefill_prefix(prompts[0][:L], cache)
+        for (ck, cv), (pk, pv) in zip(cache, prefix or []):
+            ck[:, :, :L] = pk
+            cv[:, :, :L] = pv
         pad = torch.tensor([Ts - (n - L) for n in lengths], device=dev)
         ids = torch.zeros(B, Ts, dtype=torch.long, device=dev)
         for r, p in enumerate(prompts):
@@ -472,33 +577,33 @@ class FastDecoder:
         last = []
         for a, b in _prefill_groups([n - L for n in lengths], self.prefill_tokens):
             w = lengths[b - 1] - L  # the group's widest per-row part; columns before it are padding
-            hidden = self._forward(
-                ids[a:b, Ts - w :], positions[a:b, Ts - w :], [(k[a:b], v[a:b]) for k, v in cache],
-                L + Ts - w, mask[a:b, :, Ts - w :],
-            )
+            ctx = _Prefill([(k[a:b], v[a:b]) for k, v in cache], L + Ts - w, mask[a:b, :, Ts - w :])
+            hidden = self._forward(ids[a:b, Ts - w :], positions[a:b, Ts - w :], ctx)
             last.append(hidden[:, -1])
         key_valid = torch.zeros(B, S, dtype=torch.bool, device=dev)
         key_valid[:, :T] = key_ok
-        state = _DecodeState(cache, key_valid, torch.tensor(lengths, device=dev), T, list(range(B)), [True] * B, limit)
+        if L > 0:
+            cache = [(k[:, :, L:].contiguous(), v[:, :, L:].contiguous()) for k, v in cache]
+            key_valid = key_valid[:, L:].contiguous()
+        state = _DecodeState(cache, key_valid, torch.tensor(lengths, device=dev), T - L, list(range(B)), [True] * B, limit - L)
         return state, self._logits(torch.cat(last))
 
     def _new_cache(self, B: int, S: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         shape = (B, self.n_kv, S, self.head_dim)
         return [
-            (torch.zeros(shape, dtype=self.dtype, device=self.device), torch.zeros(shape, dtype=self.dtype, device=self.device))
+            (torch.zeros(shape, dtype=self.cache_dtype, device=self.device),
+             torch.zeros(shape, dtype=self.cache_dtype, device=self.device))
             for _ in self.layers
         ]
 
-    def _prefill_prefix(self, prefix_ids: Sequence[int], cache: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Compute the shared prefix once (batch 1) and copy its keys and values into every row."""
+    def _prefix_cache(self, prefix_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The shared prefix's keys and values per layer ([1, KV, L, D] each), computed once (batch 1)."""
         L, dev = len(prefix_ids), self.device
         prefix = torch.tensor([list(prefix_ids)], dtype=torch.long, device=dev)
-        tmp = self._new_cache(1, L)
-        causal_prefix = torch.ones(L, L, dtype=torch.bool, device=dev).tril()[None, None]
-        self._forward(prefix, torch.arange(L, device=dev)[None], tmp, 0, causal_prefix)
-        for (ck, cv), (pk, pv) in zip(cache, tmp):
-            ck[:, :, :L] = pk
-            cv[:, :, :L] = pv
+        cache = self._new_cache(1, L)
+        causal = torch.ones(L, L, dtype=torch.bool, device=dev).tril()[None, None]
+        self._forward(prefix, torch.arange(L, device=dev)[None], _Prefill(cache, 0, causal))
+        return cache
 
     @staticmethod
     def _choose(
@@ -514,6 +619,31 @@ class FastDecoder:
             return logits.contiguous().argmax(-1)
         # contiguous fp32 rows: top-k along a strided (transposed) row is several times slower
         return sample_top_p(logits.float().contiguous(), temperature, top_p, [r.random() if r else 0.5 for r in rngs])
+
+
+def _merge_waste(rows_a: int, used_a: int, rows_b: int, used_b: int) -> int:
+    """Padded row-columns added by right-aligning two segments (rows, used cache columns) in one cache."""
+    c = max(used_a, used_b)
+    return rows_a * (c - used_a) + rows_b * (c - used_b)
+
+
+def _segments(widths: Sequence[int], cost: int) -> list[tuple[int, int]]:
+    """Split rows sorted by width into contiguous segments, each decoded over its own cache.
+
+    A segment's cache is as wide as its widest row, so every other row pays padding columns in
+    every decode step; each segment also costs a few more small kernel calls per layer and step,
+    counted as ``cost`` row-columns. Minimises padded row-columns plus ``cost`` per segment
+    (exact, by dynamic programming over the sorted widths)."""
+    n = len(widths)
+    best = [0] + [0] * n  # best[e]: least cost of rows[:e]
+    cut = [0] * (n + 1)
+    for e in range(1, n + 1):
+        best[e], cut[e] = min((best[a] + (e - a) * widths[e - 1] + cost, a) for a in range(e))
+    bounds, e = [], n
+    while e > 0:
+        bounds.append((cut[e], e))
+        e = cut[e]
+    return bounds[::-1]
 
 
 def _prefill_groups(widths: Sequence[int], budget: int) -> list[tuple[int, int]]:

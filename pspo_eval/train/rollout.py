@@ -137,7 +137,8 @@ class HFGenerator:
         self.autocast_dtype = autocast_dtype
         self.device = next(model.parameters()).device
         use_fast = allow_fast and top_k is None and supports(model)
-        self.decoder = FastDecoder(model) if use_fast else None
+        matmul = autocast_dtype if autocast_dtype not in (None, torch.float32) else None
+        self.decoder = FastDecoder(model, matmul_dtype=matmul) if use_fast else None
         self.synced_version: int | None = 0
         self.syncs = 0
 
