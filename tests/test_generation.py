@@ -253,6 +253,7 @@ def test_segments_minimise_padding_plus_a_cost_per_segment():
     widths = [3, 3, 3, 90, 90]
     assert _segments(widths, 50) == [(0, 3), (3, 5)]  # 3·3 + 2·90 + 2·50 beats 5·90 + 50
     assert _segments(widths, 10**6) == [(0, 5)]  # one segment when a segment costs more than padding
+    assert _segments(widths, float("inf")) == [(0, 5)]  # on a GPU (see FastDecoder.generate)
     assert _segments([7], 1) == [(0, 1)]
     assert _segments([1, 2, 3, 4], 0) == [(0, 1), (1, 2), (2, 3), (3, 4)]  # free segments: no padding at all
 

@@ -480,7 +480,10 @@ class FastDecoder:
         def start(rows: list[int]) -> list[tuple[_DecodeState, torch.Tensor]]:
             """Prefill these prompts (sorted by length) as segments of similar width; choose first tokens."""
             fresh = []
-            for a, b in _segments([len(prompts[r]) - L for r in rows], self.segment_cost):
+            # Segments are measured on CPUs only; on a GPU a step is bound by kernel launches, which
+            # each segment adds, so there the rows stay one segment.
+            cost = self.segment_cost if self.device.type == "cpu" else math.inf
+            for a, b in _segments([len(prompts[r]) - L for r in rows], cost):
                 state, logits = self._prefill([prompts[r] for r in rows[a:b]], max_new_tokens, L, prefix)
                 state.rows = list(rows[a:b])
                 token = self._choose(logits, temperature, top_p, [rngs[r] for r in state.rows] if rngs else None)
@@ -631,7 +634,7 @@ def _merge_waste(rows_a: int, used_a: int, rows_b: int, used_b: int) -> int:
     return rows_a * (c - used_a) + rows_b * (c - used_b)
 
 
-def _segments(widths: Sequence[int], cost: int) -> list[tuple[int, int]]:
+def _segments(widths: Sequence[int], cost: float) -> list[tuple[int, int]]:
     """Split rows sorted by width into contiguous segments, each decoded over its own cache.
 
     A segment's cache is as wide as its widest row, so every other row pays padding columns in
