@@ -497,22 +497,12 @@ class FastDecoder:
             if n_live == 0 and not waiting:
                 break
             if waiting and n_live <= self.compact_below * sum(len(seg.rows) for seg, _ in batch):
-                # Refill: the segments drop their finished rows together (one cache copy each), then
-                # the freed rows are refilled from the waiting prompts.
-                batch = [(seg, t if all(seg.live) else seg.compact(t)) for seg, t in batch if any(seg.live)]
+                # Refill: all segments drop their finished rows, the waiting prompts take their place.
                 fresh, waiting = waiting[: width - n_live], waiting[width - n_live :]
-                batch = self._fold(batch + start(fresh), max_new_tokens)
+                batch = self._fold(_compacted(batch, None) + start(fresh), max_new_tokens)
                 continue  # the new rows' first tokens may have finished them: check again
             if not waiting:
-                # Draining: each segment drops its finished rows once enough of them finish. (While
-                # prompts wait, compacting segments one by one as well measured 3% slower at 256
-                # prompts in batches of 64; once none waits, 4-10% faster at 64 prompts in one batch
-                # than compacting them together.)
-                batch = [
-                    (seg, t if sum(seg.live) > self.compact_below * len(seg.rows) else seg.compact(t))
-                    for seg, t in batch
-                    if any(seg.live)
-                ]
+                batch = _compacted(batch, self.compact_below)  # draining: segment by segment
             segments = [seg for seg, _ in batch]
             logits = self._decode_step(segments, prefix, torch.cat([t for _, t in batch]))
             rows = [r for seg in segments for r in seg.rows]
@@ -626,6 +616,23 @@ class FastDecoder:
             return logits.contiguous().argmax(-1)
         # contiguous fp32 rows: top-k along a strided (transposed) row is several times slower
         return sample_top_p(logits.float().contiguous(), temperature, top_p, [r.random() if r else 0.5 for r in rngs])
+
+
+def _compacted(batch: list[tuple[_DecodeState, torch.Tensor]], below: float | None) -> list[tuple[_DecodeState, torch.Tensor]]:
+    """The batch without finished rows: every segment that has one (``below`` None: at a refill, one
+    cache copy each, as a single batch would make), or only the segments whose live share fell to
+    ``below`` (once no prompt waits). Segments with no live row are dropped. Measured: compacting
+    segment by segment while prompts wait was 3% slower at 256 prompts in batches of 64; once none
+    waits it was 4% faster (fp32, 64 prompts in one batch) than compacting them together."""
+    out = []
+    for seg, token in batch:
+        k = sum(seg.live)
+        if k == 0:
+            continue
+        if k < len(seg.rows) and (below is None or k <= below * len(seg.rows)):
+            token = seg.compact(token)
+        out.append((seg, token))
+    return out
 
 
 def _merge_waste(rows_a: int, used_a: int, rows_b: int, used_b: int) -> int:
