@@ -12,8 +12,8 @@ This loop runs the same weights with the same operations in the same dtypes, but
   with ``max_batch`` the freed rows are refilled from the waiting prompts (continuous batching);
 - the batch decodes in a few segments of similar prompt width, each over its own cache, so short
   prompts do not attend over the longest one's padding, and the prefix all prompts share (system
-  prompt, chat header) is kept once and read once per step for all rows: attention over the cache
-  is bound by the bytes it reads (see ``_segments``, ``_decode_attention``);
+  prompt, chat header) is kept once and read once per step for all rows, so a step reads fewer
+  cache columns (see ``_segments``, ``_decode_attention``);
 - only the last position's logits are computed during prefill, and prompts are prefilled in
   groups of similar length (sorted), so short prompts do not pay for the longest one's padding;
 - on CPU every projection is computed as ``W @ xᵀ`` rather than ``x @ Wᵀ``: at decode shapes
@@ -124,6 +124,10 @@ class _DecodeState:
         self.live = [True] * len(self.rows)
         return token.index_select(0, keep)
 
+    def used_columns(self) -> torch.Tensor:
+        """Indices of the written cache columns some row still attends to."""
+        return self.key_valid[:, : self.col].any(0).nonzero().flatten()
+
     def merge(self, new: _DecodeState, chunk: int, max_new_tokens: int) -> None:
         """Append a freshly prefilled batch's rows to this (compacted) one: continuous refill.
 
@@ -132,7 +136,7 @@ class _DecodeState:
         row still attends to, the new rows' prompts end where those end, and both decode on from
         there. Costs one copy of the cache, as a compaction does.
         """
-        used = self.key_valid[:, : self.col].any(0).nonzero().flatten()
+        used = self.used_columns()
         c_old, c_new = len(used), new.col
         C = max(c_old, c_new)
         self.limit = C + max_new_tokens - 1
@@ -517,7 +521,7 @@ class FastDecoder:
         fewest padded cache columns when right-aligned together (each segment costs a few kernel
         calls per layer and step)."""
         while len(batch) > self.max_segments:
-            used = [int(seg.key_valid[:, : seg.col].any(0).sum()) for seg, _ in batch]
+            used = [len(seg.used_columns()) for seg, _ in batch]
             rows = [len(seg.rows) for seg, _ in batch]
             pairs = [(i, j) for i in range(len(batch)) for j in range(i + 1, len(batch))]
             i, j = min(pairs, key=lambda ij: _merge_waste(rows[ij[0]], used[ij[0]], rows[ij[1]], used[ij[1]]))
@@ -532,7 +536,7 @@ class FastDecoder:
         for seg in segments:
             seg.ensure_column(self.cache_chunk)
             seg.key_valid[:, seg.col] = True
-        positions = torch.cat([seg.pos_next for seg in segments]) if len(segments) > 1 else segments[0].pos_next
+        positions = torch.cat([seg.pos_next for seg in segments])
         hidden = self._forward(token[:, None], positions[:, None], _Decode(segments, prefix))
         for seg in segments:
             seg.pos_next += 1

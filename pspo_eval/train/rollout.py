@@ -137,8 +137,8 @@ class HFGenerator:
         self.autocast_dtype = autocast_dtype
         self.device = next(model.parameters()).device
         use_fast = allow_fast and top_k is None and supports(model)
-        matmul = autocast_dtype if autocast_dtype not in (None, torch.float32) else None
-        self.decoder = FastDecoder(model, matmul_dtype=matmul) if use_fast else None
+        # autocast_dtype is None in fp32 (policy.autocast_dtype), so fp32 runs keep the weights as they are.
+        self.decoder = FastDecoder(model, matmul_dtype=autocast_dtype) if use_fast else None
         self.synced_version: int | None = 0
         self.syncs = 0
 
