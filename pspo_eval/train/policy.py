@@ -5,10 +5,8 @@ always float32: at the paper's learning rates (5e-7 .. 1e-6) an update is far be
 (8 bits of mantissa), so pure-bf16 weights would silently not train. With ``bfloat16`` the forward
 and backward passes run under ``torch.autocast`` (mixed precision, as transformers' Trainer does
 with ``bf16=True``); with ``float32`` everything is float32. ``float16`` would need loss scaling and
-is refused. On a CPU without native bf16 instructions bf16 is an order of magnitude slower than fp32
-(a small micro-batch's forward and backward: 24.6 s against 1.9 s on an AVX2-only AMD EPYC, where
-the bf16 products of the backward pass fall back to PyTorch's reference matrix product): the
-trainer warns.
+is refused. On a CPU without native bf16 instructions bf16 is about seven times slower than fp32
+(measured in docs/training.md): the trainer warns.
 
 LoRA (peft). Only the adapters train; the reference policy for the KL term is the same model with
 its adapters disabled (no second copy). Checkpoints hold the *merged* weights as a plain Hugging
@@ -55,7 +53,7 @@ def autocast_dtype(dtype_name: str, device: torch.device) -> torch.dtype | None:
 
         if not cpu_supports_bf16():
             warn(
-                "model.dtype=bfloat16 on a CPU without native bf16 instructions is about ten times slower "
+                "model.dtype=bfloat16 on a CPU without native bf16 instructions is about seven times slower "
                 "than float32 (--set model.dtype=float32)"
             )
     elif device.type == "cuda" and not torch.cuda.is_bf16_supported():
