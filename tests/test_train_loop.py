@@ -646,3 +646,32 @@ def test_reference_matches_policy_at_step_zero_in_bf16(tiny, tmp_path):
     Trainer(cfg, tmp_path, verbose=False).run()
     (first,) = read_metrics(tmp_path)
     assert first["kl"] == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_chunked_token_logprobs_equal_the_plain_log_softmax(dtype, temperature, monkeypatch):
+    """The chunked log-prob / entropy / gradient equal log_softmax(logits.float() / T) gathered."""
+    from pspo_eval.train import logprobs
+
+    monkeypatch.setattr(logprobs, "_CHUNK", 3 * 50)  # 3 positions per chunk: chunks split rows
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(3, 8, 50, generator=gen) * 3).to(dtype)  # [B, Tc + 1, V]
+    tokens = torch.randint(0, 50, (3, 7), generator=gen)
+    upstream = torch.randn(3, 7, generator=gen)
+    ours_in = logits.clone().requires_grad_(True)
+    logp, entropy = logprobs._TokenLogProb.apply(ours_in, tokens, temperature, True)
+    (logp * upstream).sum().backward()
+    ref_in = logits.clone().requires_grad_(True)
+    all_logp = torch.log_softmax(ref_in[:, :-1].float() / temperature, dim=-1)
+    ref = all_logp.gather(-1, tokens[..., None]).squeeze(-1)
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(logp, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(entropy, -(all_logp.exp() * all_logp).sum(-1).detach(), rtol=0, atol=1e-5)
+    assert torch.equal(ours_in.detach(), logits)  # the inputs are not changed in place (fp32: no cast copy)
+    assert ours_in.grad.dtype == dtype and not entropy.requires_grad
+    assert torch.count_nonzero(ours_in.grad[:, -1]) == 0  # the last position predicts nothing
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(ours_in.grad.float(), ref_in.grad.float(), rtol=tol, atol=tol)
+    no_entropy, _ = logprobs._TokenLogProb.apply(logits, tokens, temperature, False)
+    torch.testing.assert_close(no_entropy, logp.detach(), rtol=0, atol=0)
