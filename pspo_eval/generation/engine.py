@@ -14,6 +14,11 @@ This loop runs the same weights with the same operations in the same dtypes, but
   prompts do not attend over the longest one's padding, and the prefix all prompts share (system
   prompt, chat header) is kept once and read once per step for all rows, so a step reads fewer
   cache columns (see ``_segments``, ``_decode_attention``);
+- on CPU a decode step's attention runs in a small C kernel (:mod:`pspo_eval.generation.native`,
+  built on first use where a C compiler exists): each row's cache is read once for all the query
+  heads sharing a KV head, masked columns are skipped, scores and softmax stay in float32; in bf16
+  it cut attention from 29 to 22 ms of a 74 ms step (64 GSM8K prompts, 2 cores), in fp32 it is
+  level with the torch form and gives the same tokens;
 - only the last position's logits are computed during prefill, and prompts are prefilled in
   groups of similar length (sorted), so short prompts do not pay for the longest one's padding;
 - on CPU every projection is computed as ``W @ xᵀ`` rather than ``x @ Wᵀ``: at decode shapes
@@ -36,6 +41,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from pspo_eval.generation import native
 
 SUPPORTED = {"llama", "qwen2", "qwen3", "mistral"}
 
@@ -208,7 +215,7 @@ class FastDecoder:
 
     def __init__(self, model, *, compact_below: float = 0.75, share_prefix: bool = True, prefill_tokens: int = 1024,
                  cache_chunk: int = 32, segment_cost: int = 2048, max_segments: int = 4,
-                 matmul_dtype: torch.dtype | None = None):
+                 matmul_dtype: torch.dtype | None = None, native_attention: bool = True):
         if not supports(model):
             raise ValueError(f"FastDecoder does not support model_type={model.config.model_type!r}")
         self.model = model
@@ -238,6 +245,9 @@ class FastDecoder:
         # nearest), so the same tokens.
         self.matmul_dtype = matmul_dtype
         self.transposed_rows = 256  # up to this many rows, projections run as W @ xᵀ on CPU
+        # Decode steps attend through the C kernel (generation.native) where it builds here; False
+        # (or PSPO_EVAL_NATIVE=0) keeps the torch form of _decode_attention.
+        self.native_attention = native_attention
         self._light = isinstance(getattr(model, "weights", None), dict)  # a generation.light.LightModel
         self.rotary = model.rotary if self._light else model.model.rotary_emb
         self.refresh()
@@ -400,15 +410,20 @@ class FastDecoder:
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def _decode_attention(self, q, k, v, valid, prefix=None):
-        """One query per row: grouped-query attention as small batched matrix products.
+        """One query per row: grouped-query attention, by the C kernel where it runs (see
+        :mod:`pspo_eval.generation.native`), else as small batched matrix products.
 
-        PyTorch's fused CPU attention kernel costs milliseconds per call for a single query; this
-        form does the same arithmetic (scores in fp32 softmax, as transformers' eager path) without
+        PyTorch's fused CPU attention kernel costs milliseconds per call for a single query; the torch
+        form here does the same arithmetic (scores in fp32 softmax, as transformers' eager path) without
         expanding the KV heads. ``valid`` ([B, S]) masks the rows' own columns. With ``prefix``
         (the keys and values every row shares, [1, KV, P, D] each) the rows attend over
         [prefix | own columns] under one softmax, the prefix read once for the whole batch as one
         matrix product per KV head instead of once per row.
         """
+        if self.native_attention:
+            out = native.decode_attention(q, k, v, valid, prefix)
+            if out is not None:
+                return out
         B, H, _, D = q.shape
         KV = k.shape[1]
         G = H // KV

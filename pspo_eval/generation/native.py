@@ -1,0 +1,123 @@
+"""The decode-attention C kernel (``resources/native/decode_attention.c``): built once per machine, called by ctypes.
+
+Optional by design: it is compiled on first use with the system C compiler (``$CC`` or ``cc``, with
+``-O3 -march=native -ffast-math -fopenmp``) into ``$PSPO_EVAL_HOME/native/<hash>/``, the hash
+covering the source, the flags, the compiler's version and this CPU's feature flags, so a cache
+shared between machines never runs code built for another CPU. Where there is no compiler, the
+build fails, or ``PSPO_EVAL_NATIVE=0``, :func:`kernel` returns None and the decoder keeps its torch
+form (same arithmetic, slower). The library links the OpenMP runtime by its soname, which resolves to
+the ``libgomp.so.1`` torch has already loaded, so both share one thread pool.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pspo_eval.paths import home, resources_dir
+
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC"]
+SOURCE = resources_dir() / "native" / "decode_attention.c"
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+
+
+def enabled() -> bool:
+    return os.environ.get("PSPO_EVAL_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def build(source: Path, out_dir: Path, compiler: str, extra_flags: tuple[str, ...] = ()) -> Path:
+    """Compile ``source`` into ``out_dir`` (atomically: concurrent builds cannot see half a file).
+    ``extra_flags`` come after FLAGS (the tests build the portable paths with ``-mno-avx512f``)."""
+    flags = [*FLAGS, *extra_flags]
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    key = hashlib.sha256("\0".join([source.read_text(), " ".join(flags), version, _cpu_flags()]).encode()).hexdigest()
+    target = out_dir / key[:16] / "decode_attention.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        proc = subprocess.run([compiler, *flags, str(source), "-o", str(built), "-lm"],
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {proc.stderr.strip()[-2000:]}")
+        os.replace(built, target)
+    return target
+
+
+@functools.lru_cache(maxsize=1)
+def kernel() -> ctypes.CDLL | None:
+    """The loaded kernel library, or None (disabled, no compiler, or the build failed; warned once)."""
+    if not enabled() or os.name != "posix":
+        return None
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        return None
+    try:
+        return load(build(SOURCE, home() / "native", compiler))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        import warnings
+
+        warnings.warn(f"pspo-eval: the decode-attention kernel is unavailable ({exc}); using the torch form", stacklevel=2)
+        return None
+
+
+def load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    for fn in (lib.decode_attention_bf16, lib.decode_attention_f32):
+        fn.restype = ctypes.c_int
+        fn.argtypes = [_PTR] * 6 + [_I64, _PTR] + [_I64] * 5 + [_I64] * 4 + [ctypes.c_float, ctypes.c_int]
+    return lib
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor,
+                     prefix: tuple[torch.Tensor, torch.Tensor] | None = None, lib: ctypes.CDLL | None = None,
+                     ) -> torch.Tensor | None:
+    """The kernel's attention for q [B, H, 1, D] over k, v [B, KV, S, D] (columns where ``valid`` [B, S]),
+    after ``prefix`` ([1, KV, P, D] each) when given; [B, H, 1, D]. None where the kernel cannot run
+    these tensors (unavailable, not on CPU, another dtype, rows of the cache not contiguous).
+    ``lib``: another build of the kernel (default :func:`kernel`)."""
+    lib = lib or kernel()
+    fn = {torch.bfloat16: "decode_attention_bf16", torch.float32: "decode_attention_f32"}.get(k.dtype)
+    if lib is None or fn is None or k.device.type != "cpu" or q.dtype != k.dtype or v.dtype != k.dtype:
+        return None
+    B, H, _, D = q.shape
+    KV, S = k.shape[1], k.shape[2]
+    if any(t.stride(-1) != 1 or t.stride(-2) != D for t in (k, v)):
+        return None
+    q3 = q.reshape(B, H, D).contiguous()
+    mask = valid.contiguous().view(torch.uint8)
+    if prefix is not None:
+        pk, pv = (p[0].to(k.dtype).contiguous() for p in prefix)
+        P = pk.shape[1]
+    else:
+        pk = pv = q3  # not read (P = 0)
+        P = 0
+    out = torch.empty_like(q3)
+    failed = getattr(lib, fn)(
+        q3.data_ptr(), k.data_ptr(), v.data_ptr(), mask.data_ptr(), pk.data_ptr(), pv.data_ptr(), P,
+        out.data_ptr(), B, KV, H // KV, S, D, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        D**-0.5, torch.get_num_threads(),
+    )
+    if failed:
+        raise MemoryError("decode-attention kernel: out of memory")
+    return out.view(B, H, 1, D)

@@ -1,0 +1,287 @@
+/* One decode step's attention on CPU: one query token per row, grouped-query heads, fused.
+ *
+ * For every (row, KV head) pair, in parallel: scores of the G query heads sharing that KV head
+ * against [shared prefix | the row's own valid cache columns], a float32 softmax, and the weighted
+ * sum of the values, with each key and value row read once for all G queries and masked columns
+ * not read at all. The torch form of the same arithmetic (pspo_eval.generation.engine,
+ * FastDecoder._decode_attention) makes several small batched matrix products, a masked fill, a
+ * softmax and casts, and read the cache at about a fifth of this CPU's memory bandwidth.
+ *
+ * Built by pspo_eval/generation/native.py with the system C compiler (-O3 -march=native
+ * -ffast-math -fopenmp) and called through ctypes. Scores, softmax and the accumulation are in
+ * float32; the output is rounded once to the cache's dtype. No value is infinite or NaN here
+ * (masked columns are skipped), which -ffast-math assumes.
+ *
+ * Layouts (element strides): q [B, KV*G, D] contiguous; k, v [B, KV, S, D] with the given batch and
+ * head strides and contiguous rows of D; valid [B, S] bytes (nonzero = attend); prefix keys and
+ * values [KV, P, D] contiguous (P may be 0); out [B, KV*G, D] contiguous.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+static inline float bf16_load(const uint16_t *p, int64_t i) {
+    uint32_t u = (uint32_t)p[i] << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t bf16_round(float f) { /* round to nearest even, as torch's cast */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float f32_round(float f) { return f; }
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline __m512 bf16x16_load(const uint16_t *p) { /* 16 bf16 -> 16 float32 (exact) */
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+#endif
+
+#if defined(__AVX512BF16__)
+/* The four horizontal sums of a0..a3 in one vector: a transpose-and-add instead of four reductions. */
+static inline __m128 sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+    const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    const __m512d x = _mm512_castps_pd(s01), y = _mm512_castps_pd(s23);
+    const __m512 t = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+    const __m256 u = _mm256_add_ps(_mm512_castps512_ps256(t), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
+}
+
+/* Scores of four consecutive key rows (D % 32 == 0): sc[g * W + j .. j + 3]. */
+static inline void scores4_bf16(const uint16_t *q, const uint16_t *kr, int64_t G, int64_t D, float scale,
+                                float *sc, int64_t W, int64_t j) {
+    for (int64_t g = 0; g < G; g++) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t d = 0; d < D; d += 32) {
+            const __m512bh x = (__m512bh)_mm512_loadu_si512(q + g * D + d);
+            a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(kr + d), x);
+            a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(kr + D + d), x);
+            a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(kr + 2 * D + d), x);
+            a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(kr + 3 * D + d), x);
+        }
+        _mm_storeu_ps(sc + g * W + j, _mm_mul_ps(_mm_set1_ps(scale), sum4(a0, a1, a2, a3)));
+    }
+}
+#endif
+
+/* sc[g * W + j] = scale * <q_g, key row> for the G queries q [G, D]. */
+static inline void scores_bf16(const uint16_t *q, const uint16_t *kr, int64_t G, int64_t D, float scale,
+                               float *sc, int64_t W, int64_t j) {
+#if defined(__AVX512BF16__)
+    if (D % 32 == 0) { /* bf16 pair products are exact in float32; native dot-product instructions */
+        for (int64_t g = 0; g < G; g++) {
+            __m512 a = _mm512_setzero_ps();
+            for (int64_t d = 0; d < D; d += 32)
+                a = _mm512_dpbf16_ps(a, (__m512bh)_mm512_loadu_si512(kr + d), (__m512bh)_mm512_loadu_si512(q + g * D + d));
+            sc[g * W + j] = scale * _mm512_reduce_add_ps(a);
+        }
+        return;
+    }
+#elif defined(__AVX512F__)
+    if (D % 16 == 0) {
+        for (int64_t g = 0; g < G; g++) {
+            __m512 a = _mm512_setzero_ps();
+            for (int64_t d = 0; d < D; d += 16)
+                a = _mm512_fmadd_ps(bf16x16_load(kr + d), bf16x16_load(q + g * D + d), a);
+            sc[g * W + j] = scale * _mm512_reduce_add_ps(a);
+        }
+        return;
+    }
+#endif
+    for (int64_t g = 0; g < G; g++) {
+        float a = 0.0f;
+        for (int64_t d = 0; d < D; d++) a += bf16_load(q, g * D + d) * bf16_load(kr, d);
+        sc[g * W + j] = scale * a;
+    }
+}
+
+static inline void scores_f32(const float *q, const float *kr, int64_t G, int64_t D, float scale,
+                              float *sc, int64_t W, int64_t j) {
+#if defined(__AVX512F__)
+    if (D % 16 == 0) {
+        for (int64_t g = 0; g < G; g++) {
+            __m512 a = _mm512_setzero_ps();
+            for (int64_t d = 0; d < D; d += 16)
+                a = _mm512_fmadd_ps(_mm512_loadu_ps(kr + d), _mm512_loadu_ps(q + g * D + d), a);
+            sc[g * W + j] = scale * _mm512_reduce_add_ps(a);
+        }
+        return;
+    }
+#endif
+    for (int64_t g = 0; g < G; g++) {
+        float a = 0.0f;
+        for (int64_t d = 0; d < D; d++) a += q[g * D + d] * kr[d];
+        sc[g * W + j] = scale * a;
+    }
+}
+
+/* All scores of one (row, KV head): the P prefix rows, then the row's own S columns (masked ones
+ * get -1e30, a probability of exactly 0). In bf16, blocks of four key rows share one reduction; a
+ * block is read even where some of its columns are masked (their scores are overwritten). */
+#define DEFINE_SCORES_ALL(NAME, T, ONE, HAS_FOUR, FOUR)                                            \
+static inline void NAME(const T *q, const T *pkh, const T *kb, const uint8_t *ok, int64_t P,   \
+                        int64_t S, int64_t G, int64_t D, float scale, float *sc) {              \
+    const int64_t W = P + S;                                                                    \
+    int64_t j = 0, s = 0;                                                                       \
+    if (HAS_FOUR && D % 32 == 0) {                                                              \
+        for (; j + 4 <= P; j += 4) FOUR(q, pkh + j * D, G, D, scale, sc, W, j);                 \
+        for (; s + 4 <= S; s += 4) {                                                            \
+            if (ok[s] | ok[s + 1] | ok[s + 2] | ok[s + 3]) FOUR(q, kb + s * D, G, D, scale, sc, W, P + s); \
+            for (int64_t i = s; i < s + 4; i++)                                                 \
+                if (!ok[i]) for (int64_t g = 0; g < G; g++) sc[g * W + P + i] = -1.0e30f;       \
+        }                                                                                       \
+    }                                                                                           \
+    for (; j < P; j++) ONE(q, pkh + j * D, G, D, scale, sc, W, j);                              \
+    for (; s < S; s++) {                                                                        \
+        if (ok[s]) ONE(q, kb + s * D, G, D, scale, sc, W, P + s);                               \
+        else for (int64_t g = 0; g < G; g++) sc[g * W + P + s] = -1.0e30f;                      \
+    }                                                                                           \
+}
+
+#if defined(__AVX512BF16__)
+DEFINE_SCORES_ALL(scores_all_bf16, uint16_t, scores_bf16, 1, scores4_bf16)
+#else
+DEFINE_SCORES_ALL(scores_all_bf16, uint16_t, scores_bf16, 0, scores_bf16) /* FOUR unused */
+#endif
+DEFINE_SCORES_ALL(scores_all_f32, float, scores_f32, 0, scores_f32) /* FOUR unused */
+
+/* acc [G, D] += p_g * value row, p_g = sc[g * W + j]: the row is converted once for all G. */
+static inline void add_row_bf16(const uint16_t *vr, int64_t G, int64_t D, const float *sc, int64_t W,
+                                int64_t j, float *acc) {
+#if defined(__AVX512F__)
+    if (D % 16 == 0) {
+        for (int64_t d = 0; d < D; d += 16) {
+            const __m512 x = bf16x16_load(vr + d);
+            for (int64_t g = 0; g < G; g++)
+                _mm512_storeu_ps(acc + g * D + d, _mm512_fmadd_ps(_mm512_set1_ps(sc[g * W + j]), x, _mm512_loadu_ps(acc + g * D + d)));
+        }
+        return;
+    }
+#endif
+    for (int64_t g = 0; g < G; g++)
+        for (int64_t d = 0; d < D; d++) acc[g * D + d] += sc[g * W + j] * bf16_load(vr, d);
+}
+
+#if defined(__AVX512F__)
+/* The whole value pass for D = 64 and G <= 4 (SmolLM2, Llama-3.2-1B, Qwen2.5-0.5B's shapes) with the
+ * G x 4 accumulators held in registers: acc = sum_j p[g][j] * value row j over the prefix's P rows
+ * and the row's valid columns. */
+static void values_bf16_d64(const uint16_t *pvh, const uint16_t *vb, const uint8_t *ok, int64_t P,
+                            int64_t G, const float *sc, int64_t W, float *acc) {
+    __m512 a[4][4];
+    for (int g = 0; g < 4; g++)
+        for (int i = 0; i < 4; i++) a[g][i] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < W; j++) {
+        const uint16_t *row;
+        if (j < P) row = pvh + j * 64;
+        else if (ok[j - P]) row = vb + (j - P) * 64;
+        else continue;
+        const __m512 x0 = bf16x16_load(row), x1 = bf16x16_load(row + 16);
+        const __m512 x2 = bf16x16_load(row + 32), x3 = bf16x16_load(row + 48);
+        for (int g = 0; g < 4; g++) {
+            if (g >= G) break;
+            const __m512 w = _mm512_set1_ps(sc[g * W + j]);
+            a[g][0] = _mm512_fmadd_ps(w, x0, a[g][0]);
+            a[g][1] = _mm512_fmadd_ps(w, x1, a[g][1]);
+            a[g][2] = _mm512_fmadd_ps(w, x2, a[g][2]);
+            a[g][3] = _mm512_fmadd_ps(w, x3, a[g][3]);
+        }
+    }
+    for (int64_t g = 0; g < G; g++)
+        for (int i = 0; i < 4; i++) _mm512_storeu_ps(acc + g * 64 + 16 * i, a[g][i]);
+}
+#endif
+
+/* acc [G, D] = the probability-weighted sum of the value rows (prefix, then the valid columns). */
+static inline void values_bf16(const uint16_t *pvh, const uint16_t *vb, const uint8_t *ok, int64_t P,
+                               int64_t S, int64_t G, int64_t D, const float *sc, float *acc) {
+    const int64_t W = P + S;
+#if defined(__AVX512F__)
+    if (D == 64 && G <= 4) {
+        values_bf16_d64(pvh, vb, ok, P, G, sc, W, acc);
+        return;
+    }
+#endif
+    memset(acc, 0, sizeof(float) * G * D);
+    for (int64_t j = 0; j < P; j++) add_row_bf16(pvh + j * D, G, D, sc, W, j, acc);
+    for (int64_t s = 0; s < S; s++)
+        if (ok[s]) add_row_bf16(vb + s * D, G, D, sc, W, P + s, acc);
+}
+
+static inline void add_row_f32(const float *vr, int64_t G, int64_t D, const float *sc, int64_t W,
+                               int64_t j, float *acc) {
+    for (int64_t g = 0; g < G; g++) {
+        const float p = sc[g * W + j];
+        float *ag = acc + g * D;
+        _Pragma("omp simd")
+        for (int64_t d = 0; d < D; d++) ag[d] += p * vr[d];
+    }
+}
+
+static inline void values_f32(const float *pvh, const float *vb, const uint8_t *ok, int64_t P,
+                              int64_t S, int64_t G, int64_t D, const float *sc, float *acc) {
+    const int64_t W = P + S;
+    memset(acc, 0, sizeof(float) * G * D);
+    for (int64_t j = 0; j < P; j++) add_row_f32(pvh + j * D, G, D, sc, W, j, acc);
+    for (int64_t s = 0; s < S; s++)
+        if (ok[s]) add_row_f32(vb + s * D, G, D, sc, W, P + s, acc);
+}
+
+/* Each query's scores over the W columns -> probabilities; masked columns (a score of -1e30) get 0. */
+static inline void softmax_rows(float *sc, int64_t G, int64_t W) {
+    for (int64_t g = 0; g < G; g++) {
+        float *r = sc + g * W, m = -3.0e38f, total = 0.0f;
+        for (int64_t j = 0; j < W; j++) m = r[j] > m ? r[j] : m;
+        _Pragma("omp simd reduction(+:total)")
+        for (int64_t j = 0; j < W; j++) { r[j] = expf(r[j] - m); total += r[j]; }
+        const float inv = 1.0f / total;
+        _Pragma("omp simd")
+        for (int64_t j = 0; j < W; j++) r[j] *= inv;
+    }
+}
+
+#define DEFINE_KERNEL(NAME, T, ROUND, scores_all, values)                                       \
+int NAME(const T *q, const T *k, const T *v, const uint8_t *valid, const T *pk, const T *pv,  \
+         int64_t P, T *out, int64_t B, int64_t KV, int64_t G, int64_t S, int64_t D,            \
+         int64_t k_sb, int64_t k_sh, int64_t v_sb, int64_t v_sh, float scale, int threads) {  \
+    const int64_t W = P + S;                                                                   \
+    int failed = 0;                                                                            \
+    _Pragma("omp parallel num_threads(threads)")                                               \
+    {                                                                                          \
+        T *qc = malloc(sizeof(T) * G * D);                                                     \
+        float *acc = malloc(sizeof(float) * G * D);                                            \
+        float *sc = malloc(sizeof(float) * G * (W > 0 ? W : 1));                               \
+        if (!qc || !acc || !sc) {                                                              \
+            _Pragma("omp atomic write")                                                        \
+            failed = 1;                                                                        \
+        }                                                                                      \
+        _Pragma("omp for schedule(static)")                                                    \
+        for (int64_t it = 0; it < B * KV; it++) {                                              \
+            if (!qc || !acc || !sc) continue;                                                  \
+            const int64_t b = it / KV, h = it % KV;                                            \
+            memcpy(qc, q + it * G * D, sizeof(T) * G * D); /* this item's G queries, in L1 */  \
+            const uint8_t *ok = valid + b * S;                                                 \
+            const T *kb = k + b * k_sb + h * k_sh, *vb = v + b * v_sb + h * v_sh;              \
+            scores_all(qc, pk + h * P * D, kb, ok, P, S, G, D, scale, sc);                     \
+            softmax_rows(sc, G, W);                                                            \
+            values(pv + h * P * D, vb, ok, P, S, G, D, sc, acc);                               \
+            T *o = out + it * G * D;                                                           \
+            for (int64_t i = 0; i < G * D; i++) o[i] = ROUND(acc[i]);                          \
+        }                                                                                      \
+        free(qc);                                                                              \
+        free(acc);                                                                             \
+        free(sc);                                                                              \
+    }                                                                                          \
+    return failed;                                                                             \
+}
+
+DEFINE_KERNEL(decode_attention_bf16, uint16_t, bf16_round, scores_all_bf16, values_bf16)
+DEFINE_KERNEL(decode_attention_f32, float, f32_round, scores_all_f32, values_f32)

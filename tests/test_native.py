@@ -1,0 +1,115 @@
+"""The decode-attention C kernel against the decoder's torch form, computed in float32."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from pspo_eval.generation import native
+from pspo_eval.generation.engine import FastDecoder
+
+# CI has a C compiler: there the kernel must build; elsewhere a machine without one skips.
+needs_kernel = pytest.mark.skipif(
+    not os.environ.get("CI") and shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler"
+)
+
+
+def _torch_form(q, k, v, valid, prefix):
+    return FastDecoder._decode_attention(SimpleDecoder(), q, k, v, valid, prefix)
+
+
+class SimpleDecoder:
+    native_attention = False
+
+
+def _case(dtype, S, P, seed=0, D=16):
+    gen = torch.Generator().manual_seed(seed)
+    B, H, KV = 5, 6, 2
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen).to(dtype)
+
+    valid = torch.rand(B, S, generator=gen) > 0.4
+    valid[:, -1] = True  # every row attends to its own newest token
+    prefix = (rnd(1, KV, P, D), rnd(1, KV, P, D)) if P else None
+    return rnd(B, H, 1, D), rnd(B, KV, S, D), rnd(B, KV, S, D), valid, prefix
+
+
+@pytest.fixture(scope="module", params=["native", "portable"])
+def lib(request, tmp_path_factory):
+    """The kernel as built here, and built without AVX-512 (the plain C paths other CPUs run)."""
+    if request.param == "native":
+        return native.kernel()
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    assert compiler is not None
+    return native.load(native.build(native.SOURCE, tmp_path_factory.mktemp("portable"), compiler, ("-mno-avx512f",)))
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("S,P,D", [(1, 0, 16), (37, 0, 16), (37, 11, 16), (200, 40, 16), (1, 0, 64), (37, 11, 64),
+                                   (203, 42, 64), (9, 5, 32), (33, 3, 128)])
+def test_kernel_equals_the_float32_torch_form(lib, dtype, S, P, D):
+    """Every path of the kernel: any head size, the vector paths (D a multiple of 16 / 32, blocks of
+    four key rows with remainders) and the D = 64 register path, with and without a shared prefix."""
+    assert lib is not None
+    q, k, v, valid, prefix = _case(dtype, S, P, D=D)
+    got = native.decode_attention(q, k, v, valid, prefix, lib=lib)
+    assert got is not None and got.dtype == dtype and got.shape == q.shape
+    as32 = None if prefix is None else tuple(p.float() for p in prefix)
+    exact = _torch_form(q.float(), k.float(), v.float(), valid, as32)
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, exact, rtol=1e-5, atol=1e-6)
+    else:  # float32 inside, one rounding at the end: at most the torch bf16 form's error
+        err = (got.float() - exact).abs().max()
+        assert err <= 1e-2
+        assert err <= (_torch_form(q, k, v, valid, prefix).float() - exact).abs().max()
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("D", [16, 64])
+def test_masked_columns_do_not_count_whatever_they_hold(lib, dtype, D):
+    q, k, v, valid, _ = _case(dtype, 30, 0, seed=1, D=D)
+    valid[:, 8:12] = False  # a whole block of four masked columns, as well as scattered ones
+    want = native.decode_attention(q, k, v, valid, lib=lib)
+    k2, v2 = k.clone(), v.clone()
+    k2[~valid[:, None, :].expand_as(k[..., 0])] = 1e4  # garbage where no row attends
+    v2[~valid[:, None, :].expand_as(v[..., 0])] = float("nan")
+    assert torch.equal(native.decode_attention(q, k2, v2, valid, lib=lib), want)
+
+
+@needs_kernel
+def test_layouts_it_cannot_run_fall_back_to_the_torch_form(monkeypatch):
+    q, k, v, valid, _ = _case(torch.float32, 20, 0)
+    strided = torch.randn(5, 2, 20, 32)[..., ::2]  # rows of D not contiguous
+    assert native.decode_attention(q, strided, v, valid) is None
+    assert native.decode_attention(q.to(torch.float64), k.double(), v.double(), valid) is None
+    # a cache sliced along its columns keeps contiguous rows: the kernel takes its strides
+    wide_k, wide_v = torch.randn(5, 2, 50, 16), torch.randn(5, 2, 50, 16)
+    got = native.decode_attention(q, wide_k[:, :, :20], wide_v[:, :, :20], valid)
+    want = _torch_form(q, wide_k[:, :, :20].contiguous(), wide_v[:, :, :20].contiguous(), valid, None)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    native.kernel.cache_clear()
+    monkeypatch.setenv("PSPO_EVAL_NATIVE", "0")
+    try:
+        assert native.kernel() is None and native.decode_attention(q, k, v, valid) is None
+    finally:
+        native.kernel.cache_clear()
+
+
+def test_a_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
+    native.kernel.cache_clear()
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    fake = tmp_path / "no-such-compiler"
+    fake.write_text("#!/bin/sh\necho 'broken compiler' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PSPO_EVAL_HOME", str(tmp_path / "home"))
+    try:
+        with pytest.warns(UserWarning, match="broken compiler"):
+            assert native.kernel() is None
+    finally:
+        native.kernel.cache_clear()
