@@ -72,7 +72,38 @@ static inline void scores4_bf16(const uint16_t *q, const uint16_t *kr, int64_t G
 }
 #endif
 
-/* sc[g * W + j] = scale * <q_g, key row> for the G queries q [G, D]. */
+/* sc[g * W + j] = scale * <q_g, key row> for the G queries q [G, D]: 16 lanes at a time where
+ * there is AVX-512 and D % 16 == 0, else one element at a time. */
+#if defined(__AVX512F__)
+static inline __m512 f32x16_load(const float *p) { return _mm512_loadu_ps(p); }
+#define SCORES_AVX512(LOAD16)                                                                  \
+    if (D % 16 == 0) {                                                                         \
+        for (int64_t g = 0; g < G; g++) {                                                      \
+            __m512 a = _mm512_setzero_ps();                                                    \
+            for (int64_t d = 0; d < D; d += 16)                                                \
+                a = _mm512_fmadd_ps(LOAD16(kr + d), LOAD16(q + g * D + d), a);                 \
+            sc[g * W + j] = scale * _mm512_reduce_add_ps(a);                                   \
+        }                                                                                      \
+        return;                                                                                \
+    }
+#else
+#define SCORES_AVX512(LOAD16)
+#endif
+#define DEFINE_SCORES(NAME, T, LOAD, LOAD16)                                                   \
+static inline void NAME(const T *q, const T *kr, int64_t G, int64_t D, float scale, float *sc, \
+                        int64_t W, int64_t j) {                                                \
+    SCORES_AVX512(LOAD16)                                                                      \
+    for (int64_t g = 0; g < G; g++) {                                                          \
+        float a = 0.0f;                                                                        \
+        for (int64_t d = 0; d < D; d++) a += LOAD(q, g * D + d) * LOAD(kr, d);                 \
+        sc[g * W + j] = scale * a;                                                             \
+    }                                                                                          \
+}
+
+static inline float f32_load(const float *p, int64_t i) { return p[i]; }
+DEFINE_SCORES(scores_plain_bf16, uint16_t, bf16_load, bf16x16_load)
+DEFINE_SCORES(scores_f32, float, f32_load, f32x16_load)
+
 static inline void scores_bf16(const uint16_t *q, const uint16_t *kr, int64_t G, int64_t D, float scale,
                                float *sc, int64_t W, int64_t j) {
 #if defined(__AVX512BF16__)
@@ -85,42 +116,8 @@ static inline void scores_bf16(const uint16_t *q, const uint16_t *kr, int64_t G,
         }
         return;
     }
-#elif defined(__AVX512F__)
-    if (D % 16 == 0) {
-        for (int64_t g = 0; g < G; g++) {
-            __m512 a = _mm512_setzero_ps();
-            for (int64_t d = 0; d < D; d += 16)
-                a = _mm512_fmadd_ps(bf16x16_load(kr + d), bf16x16_load(q + g * D + d), a);
-            sc[g * W + j] = scale * _mm512_reduce_add_ps(a);
-        }
-        return;
-    }
 #endif
-    for (int64_t g = 0; g < G; g++) {
-        float a = 0.0f;
-        for (int64_t d = 0; d < D; d++) a += bf16_load(q, g * D + d) * bf16_load(kr, d);
-        sc[g * W + j] = scale * a;
-    }
-}
-
-static inline void scores_f32(const float *q, const float *kr, int64_t G, int64_t D, float scale,
-                              float *sc, int64_t W, int64_t j) {
-#if defined(__AVX512F__)
-    if (D % 16 == 0) {
-        for (int64_t g = 0; g < G; g++) {
-            __m512 a = _mm512_setzero_ps();
-            for (int64_t d = 0; d < D; d += 16)
-                a = _mm512_fmadd_ps(_mm512_loadu_ps(kr + d), _mm512_loadu_ps(q + g * D + d), a);
-            sc[g * W + j] = scale * _mm512_reduce_add_ps(a);
-        }
-        return;
-    }
-#endif
-    for (int64_t g = 0; g < G; g++) {
-        float a = 0.0f;
-        for (int64_t d = 0; d < D; d++) a += q[g * D + d] * kr[d];
-        sc[g * W + j] = scale * a;
-    }
+    scores_plain_bf16(q, kr, G, D, scale, sc, W, j);
 }
 
 /* All scores of one (row, KV head): the P prefix rows, then the row's own S columns (masked ones
