@@ -113,3 +113,20 @@ def test_a_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
             assert native.kernel() is None
     finally:
         native.kernel.cache_clear()
+
+
+@needs_kernel
+def test_loading_the_kernel_keeps_subnormal_floats():
+    """Built with -ffast-math, the library must not switch the process to flush-to-zero on load."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, torch\n"
+        "from pspo_eval.generation import native\n"
+        "assert native.kernel() is not None\n"
+        "tiny = np.float32(1e-40) * np.float32(1.0)\n"
+        "assert tiny != 0 and torch.tensor(1e-40, dtype=torch.float32).mul(1.0).item() != 0, 'flush-to-zero'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,7 +1,7 @@
 """The decode-attention C kernel (``resources/native/decode_attention.c``): built once per machine, called by ctypes.
 
 Optional by design: it is compiled on first use with the system C compiler (``$CC`` or ``cc``, with
-``-O3 -march=native -ffast-math -fopenmp``) into ``$PSPO_EVAL_HOME/native/<hash>/``, the hash
+``-O3 -march=native -ffast-math -fopenmp``, linked without ``-ffast-math``, see FLAGS) into ``$PSPO_EVAL_HOME/native/<hash>/``, the hash
 covering the source, the flags, the compiler's version and this CPU's feature flags, so a cache
 shared between machines never runs code built for another CPU. Where there is no compiler, the
 build fails, or ``PSPO_EVAL_NATIVE=0``, :func:`kernel` returns None and the decoder keeps its torch
@@ -25,7 +25,11 @@ import torch
 
 from pspo_eval.paths import home, resources_dir
 
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC"]
+# Compiled with -ffast-math (vector expf, reassociated sums) but linked without it: a library linked
+# with -ffast-math by gcc 12 carries crtfastmath.o, which at load time sets flush-to-zero for the
+# whole process (numpy and torch then lose subnormal floats; hypothesis caught it).
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]
+LINK_FLAGS = ["-shared", "-fopenmp"]
 SOURCE = resources_dir() / "native" / "decode_attention.c"
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
@@ -49,17 +53,18 @@ def build(source: Path, out_dir: Path, compiler: str, extra_flags: tuple[str, ..
     ``extra_flags`` come after FLAGS (the tests build the portable paths with ``-mno-avx512f``)."""
     flags = [*FLAGS, *extra_flags]
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), " ".join(flags), version, _cpu_flags()]).encode()).hexdigest()
+    key = hashlib.sha256("\0".join([source.read_text(), " ".join(flags + LINK_FLAGS), version, _cpu_flags()]).encode()).hexdigest()
     target = out_dir / key[:16] / "decode_attention.so"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = Path(tmp) / target.name
-        proc = subprocess.run([compiler, *flags, str(source), "-o", str(built), "-lm"],
-                              capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{compiler} failed: {proc.stderr.strip()[-2000:]}")
+        built, obj = Path(tmp) / target.name, Path(tmp) / "decode_attention.o"
+        for cmd in ([compiler, *flags, "-c", str(source), "-o", str(obj)],
+                    [compiler, *LINK_FLAGS, str(obj), "-o", str(built), "-lm"]):
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{compiler} failed: {proc.stderr.strip()[-2000:]}")
         os.replace(built, target)
     return target
 
