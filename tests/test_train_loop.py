@@ -675,3 +675,14 @@ def test_chunked_token_logprobs_equal_the_plain_log_softmax(dtype, temperature, 
     torch.testing.assert_close(ours_in.grad.float(), ref_in.grad.float(), rtol=tol, atol=tol)
     no_entropy, _ = logprobs._TokenLogProb.apply(logits, tokens, temperature, False)
     torch.testing.assert_close(no_entropy, logp.detach(), rtol=0, atol=0)
+
+
+def test_token_logprob_chunks_cover_every_position_once():
+    from pspo_eval.train.logprobs import _chunks
+
+    cpu = list(_chunks(3, 100, 49152 * 4, torch.device("cpu")))  # 10 positions per CPU chunk
+    gpu = list(_chunks(3, 100, 49152 * 4, torch.device("cuda")))  # the device is only named, not used
+    for chunks in (cpu, gpu):
+        covered = [(b, t) for b, t0, t1 in chunks for t in range(t0, t1)]
+        assert covered == [(b, t) for b in range(3) for t in range(100)]
+    assert len(cpu) == 30 and len(gpu) == 3  # on a GPU a row is one chunk

@@ -62,12 +62,13 @@ class _TokenLogProb(torch.autograd.Function):
     """log softmax(logits / T) at the given tokens, and the entropy there (not differentiated).
 
     The same arithmetic as ``log_softmax(logits.float() / T).gather(...)``, in float32, but over
-    chunks of at most ``_CHUNK`` scores at a time, and the backward pass writes the gradient of the
-    logits straight in their dtype. The plain form allocates five or six [B, Tc, V] float32 tensors
-    (the cast, the division, the log-softmax, its gradient, ...), each larger than malloc's mmap
-    threshold, so each comes as fresh pages from the kernel: in a bf16 update of the demo model
-    (2 micro-batches of 8 × 64 completion tokens, V = 49,152) those passes took 1.3 s of a 7.4 s
-    update, mostly page faults (profiled). Chunks of 8 MB are reused from the heap instead.
+    chunks of at most ``_CHUNK`` scores at a time (on CPU), and the backward pass writes the
+    gradient of the logits straight in their dtype. The plain form allocates five or six
+    [B, Tc, V] float32 tensors (the cast, the division, the log-softmax, its gradient, ...), each
+    larger than malloc's mmap threshold, so each comes as fresh pages from the kernel: in a bf16
+    update of the demo model (2 micro-batches of 8 × 64 completion tokens, V = 49,152) those passes
+    took 1.3 s of a 7.4 s update, mostly page faults (profiled). Chunks of 8 MB are reused from the
+    heap instead.
     """
 
     @staticmethod
@@ -76,7 +77,7 @@ class _TokenLogProb(torch.autograd.Function):
         logp = logits.new_empty((B, T), dtype=torch.float32)
         lse = torch.empty_like(logp)
         entropy = torch.empty_like(logp) if with_entropy else logp.new_empty(0)
-        for b, t0, t1 in _chunks(B, T, logits.shape[-1]):
+        for b, t0, t1 in _chunks(B, T, logits.shape[-1], logits.device):
             x = logits[b, t0:t1].to(torch.float32, copy=True)  # a copy: x is changed in place
             if temperature != 1.0:
                 x.div_(temperature)
@@ -98,7 +99,7 @@ class _TokenLogProb(torch.autograd.Function):
         grad = torch.empty_like(logits)
         grad[:, T:].zero_()
         g = grad_logp.float() / temperature
-        for b, t0, t1 in _chunks(B, T, logits.shape[-1]):
+        for b, t0, t1 in _chunks(B, T, logits.shape[-1], logits.device):
             x = logits[b, t0:t1].to(torch.float32, copy=True)  # a copy: x is changed in place
             if temperature != 1.0:
                 x.div_(temperature)
@@ -109,12 +110,15 @@ class _TokenLogProb(torch.autograd.Function):
         return grad, None, None, None
 
 
-_CHUNK = 1 << 21  # scores per chunk: 8 MB in float32, well under glibc's largest mmap threshold (32 MB)
+_CHUNK = 1 << 21  # scores per chunk on CPU: 8 MB in float32, under glibc's largest mmap threshold (32 MB)
+# On GPUs the caching allocator reuses memory and each chunk costs kernel launches: chunks there only
+# bound the float32 temporaries (512 MB), so a row of the batch is one chunk.
+_DEVICE_CHUNK = 1 << 27
 
 
-def _chunks(B: int, T: int, V: int):
+def _chunks(B: int, T: int, V: int, device: torch.device):
     """(row, first position, end position) blocks of at most ``_CHUNK`` scores covering [B, T]."""
-    step = max(1, _CHUNK // V)
+    step = max(1, (_CHUNK if device.type == "cpu" else _DEVICE_CHUNK) // V)
     for b in range(B):
         for t0 in range(0, T, step):
             yield b, t0, min(T, t0 + step)
