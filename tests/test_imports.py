@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1] / "pspo_eval"
 # Bottom to top. A module may import its own layer and the layers below, never one above.
 LAYERS = [
     {"pspo_eval", "pspo_eval.errors", "pspo_eval.paths", "pspo_eval.console", "pspo_eval.config", "pspo_eval.records",
-     "pspo_eval.stats", "pspo_eval.store"},
+     "pspo_eval.stats", "pspo_eval.store", "pspo_eval.machine"},
     {"pspo_eval.data", "pspo_eval.models", "pspo_eval.endpoint"},
     {"pspo_eval.grading", "pspo_eval.generation", "pspo_eval.metrics"},
     {"pspo_eval.evaluate", "pspo_eval.merge", "pspo_eval.train", "pspo_eval.judge"},

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 from pspo_eval.errors import PspoError
 from pspo_eval.generation.base import GenRequest, GenResult, Progress
+from pspo_eval.machine import cpu_flags, cpu_name
 from pspo_eval.models import resolve_model
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>")
@@ -23,12 +24,7 @@ END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<
 @lru_cache(maxsize=1)
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX-BF16)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def default_device() -> str:
@@ -170,7 +166,7 @@ class HFBackend:
             "loader": self.loader,
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
             "device": str(dev),
-            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
             "threads": torch.get_num_threads(),
             "batch_size": self.batch_size,
         }
@@ -249,14 +245,3 @@ class HFBackend:
     def close(self) -> None:
         self.decoder = None
         self.model = None
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() + f" x{os.cpu_count()}"
-    except OSError:
-        pass
-    return "cpu"

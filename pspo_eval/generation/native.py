@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from pspo_eval.machine import cpu_flags
 from pspo_eval.paths import home, resources_dir
 
 # Compiled with -ffast-math (vector expf, reassociated sums) but linked without it: a library linked
@@ -32,20 +33,11 @@ FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]
 LINK_FLAGS = ["-shared", "-fopenmp"]
 SOURCE = resources_dir() / "native" / "decode_attention.c"
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+_FUNCTIONS = {torch.bfloat16: "decode_attention_bf16", torch.float32: "decode_attention_f32"}  # by cache dtype
 
 
 def enabled() -> bool:
     return os.environ.get("PSPO_EVAL_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def build(source: Path, out_dir: Path, compiler: str, extra_flags: tuple[str, ...] = ()) -> Path:
@@ -53,7 +45,8 @@ def build(source: Path, out_dir: Path, compiler: str, extra_flags: tuple[str, ..
     ``extra_flags`` come after FLAGS (the tests build the portable paths with ``-mno-avx512f``)."""
     flags = [*FLAGS, *extra_flags]
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), " ".join(flags + LINK_FLAGS), version, _cpu_flags()]).encode()).hexdigest()
+    cpu = " ".join(sorted(cpu_flags())) or platform.processor()
+    key = hashlib.sha256("\0".join([source.read_text(), " ".join(flags + LINK_FLAGS), version, cpu]).encode()).hexdigest()
     target = out_dir / key[:16] / "decode_attention.so"
     if target.is_file():
         return target
@@ -88,7 +81,8 @@ def kernel() -> ctypes.CDLL | None:
 
 def load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    for fn in (lib.decode_attention_bf16, lib.decode_attention_f32):
+    for name in _FUNCTIONS.values():
+        fn = getattr(lib, name)
         fn.restype = ctypes.c_int
         fn.argtypes = [_PTR] * 6 + [_I64, _PTR] + [_I64] * 5 + [_I64] * 4 + [ctypes.c_float, ctypes.c_int]
     return lib
@@ -102,7 +96,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: t
     these tensors (unavailable, not on CPU, another dtype, rows of the cache not contiguous).
     ``lib``: another build of the kernel (default :func:`kernel`)."""
     lib = lib or kernel()
-    fn = {torch.bfloat16: "decode_attention_bf16", torch.float32: "decode_attention_f32"}.get(k.dtype)
+    fn = _FUNCTIONS.get(k.dtype)
     if lib is None or fn is None or k.device.type != "cpu" or q.dtype != k.dtype or v.dtype != k.dtype:
         return None
     B, H, _, D = q.shape

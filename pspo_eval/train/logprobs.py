@@ -78,9 +78,7 @@ class _TokenLogProb(torch.autograd.Function):
         lse = torch.empty_like(logp)
         entropy = torch.empty_like(logp) if with_entropy else logp.new_empty(0)
         for b, t0, t1 in _chunks(B, T, logits.shape[-1], logits.device):
-            x = logits[b, t0:t1].to(torch.float32, copy=True)  # a copy: x is changed in place
-            if temperature != 1.0:
-                x.div_(temperature)
+            x = _scaled(logits[b, t0:t1], temperature)
             m = torch.logsumexp(x, dim=-1)
             lse[b, t0:t1] = m
             logp[b, t0:t1] = x.gather(-1, tokens[b, t0:t1, None]).squeeze(-1) - m
@@ -100,14 +98,18 @@ class _TokenLogProb(torch.autograd.Function):
         grad[:, T:].zero_()
         g = grad_logp.float() / temperature
         for b, t0, t1 in _chunks(B, T, logits.shape[-1], logits.device):
-            x = logits[b, t0:t1].to(torch.float32, copy=True)  # a copy: x is changed in place
-            if temperature != 1.0:
-                x.div_(temperature)
+            x = _scaled(logits[b, t0:t1], temperature)  # recomputed: cheaper than keeping [B, Tc, V] fp32
             # d logp_t / d logit_v = (1[v = token] - softmax_v) / T
             p = x.sub_(lse[b, t0:t1, None]).exp_().mul_(-g[b, t0:t1, None])
             p.scatter_add_(-1, tokens[b, t0:t1, None], g[b, t0:t1, None])
             grad[b, t0:t1] = p
         return grad, None, None, None
+
+
+def _scaled(logits: Tensor, temperature: float) -> Tensor:
+    """logits / T as a new float32 tensor (always a copy: callers change it in place)."""
+    x = logits.to(torch.float32, copy=True)
+    return x.div_(temperature) if temperature != 1.0 else x
 
 
 _CHUNK = 1 << 21  # scores per chunk on CPU: 8 MB in float32, under glibc's largest mmap threshold (32 MB)

@@ -2,15 +2,17 @@
  *
  * For every (row, KV head) pair, in parallel: scores of the G query heads sharing that KV head
  * against [shared prefix | the row's own valid cache columns], a float32 softmax, and the weighted
- * sum of the values, with each key and value row read once for all G queries and masked columns
- * not read at all. The torch form of the same arithmetic (pspo_eval.generation.engine,
+ * sum of the values, with each key and value row read once for all G queries. Masked value rows
+ * are never read; masked key rows are read only inside a block of four that holds a valid one, and
+ * their scores are overwritten. The torch form of the same arithmetic (pspo_eval.generation.engine,
  * FastDecoder._decode_attention) makes several small batched matrix products, a masked fill, a
  * softmax and casts, and read the cache at about a fifth of this CPU's memory bandwidth.
  *
- * Built by pspo_eval/generation/native.py with the system C compiler (-O3 -march=native
- * -ffast-math -fopenmp) and called through ctypes. Scores, softmax and the accumulation are in
- * float32; the output is rounded once to the cache's dtype. No value is infinite or NaN here
- * (masked columns are skipped), which -ffast-math assumes.
+ * Built by pspo_eval/generation/native.py with the system C compiler (compiled with -O3
+ * -march=native -ffast-math -fopenmp, linked without -ffast-math, see FLAGS there) and called
+ * through ctypes. Scores, softmax and the accumulation are in float32; the output is rounded once
+ * to the cache's dtype. Every value that reaches the softmax or the output is finite, which
+ * -ffast-math assumes (masked columns hold -1e30 and get a probability of 0).
  *
  * Layouts (element strides): q [B, KV*G, D] contiguous; k, v [B, KV, S, D] with the given batch and
  * head strides and contiguous rows of D; valid [B, S] bytes (nonzero = attend); prefix keys and
@@ -197,20 +199,29 @@ static void values_bf16_d64(const uint16_t *pvh, const uint16_t *vb, const uint8
 }
 #endif
 
-/* acc [G, D] = the probability-weighted sum of the value rows (prefix, then the valid columns). */
+/* acc [G, D] = the probability-weighted sum of the value rows (prefix, then the valid columns),
+ * one row at a time through ADD_ROW. */
+#define DEFINE_VALUES(NAME, T, ADD_ROW)                                                         \
+static inline void NAME(const T *pvh, const T *vb, const uint8_t *ok, int64_t P, int64_t S,     \
+                        int64_t G, int64_t D, const float *sc, float *acc) {                    \
+    const int64_t W = P + S;                                                                    \
+    memset(acc, 0, sizeof(float) * G * D);                                                      \
+    for (int64_t j = 0; j < P; j++) ADD_ROW(pvh + j * D, G, D, sc, W, j, acc);                  \
+    for (int64_t s = 0; s < S; s++)                                                             \
+        if (ok[s]) ADD_ROW(vb + s * D, G, D, sc, W, P + s, acc);                                \
+}
+
+DEFINE_VALUES(values_rows_bf16, uint16_t, add_row_bf16)
+
 static inline void values_bf16(const uint16_t *pvh, const uint16_t *vb, const uint8_t *ok, int64_t P,
                                int64_t S, int64_t G, int64_t D, const float *sc, float *acc) {
-    const int64_t W = P + S;
 #if defined(__AVX512F__)
     if (D == 64 && G <= 4) {
-        values_bf16_d64(pvh, vb, ok, P, G, sc, W, acc);
+        values_bf16_d64(pvh, vb, ok, P, G, sc, P + S, acc);
         return;
     }
 #endif
-    memset(acc, 0, sizeof(float) * G * D);
-    for (int64_t j = 0; j < P; j++) add_row_bf16(pvh + j * D, G, D, sc, W, j, acc);
-    for (int64_t s = 0; s < S; s++)
-        if (ok[s]) add_row_bf16(vb + s * D, G, D, sc, W, P + s, acc);
+    values_rows_bf16(pvh, vb, ok, P, S, G, D, sc, acc);
 }
 
 static inline void add_row_f32(const float *vr, int64_t G, int64_t D, const float *sc, int64_t W,
@@ -223,14 +234,7 @@ static inline void add_row_f32(const float *vr, int64_t G, int64_t D, const floa
     }
 }
 
-static inline void values_f32(const float *pvh, const float *vb, const uint8_t *ok, int64_t P,
-                              int64_t S, int64_t G, int64_t D, const float *sc, float *acc) {
-    const int64_t W = P + S;
-    memset(acc, 0, sizeof(float) * G * D);
-    for (int64_t j = 0; j < P; j++) add_row_f32(pvh + j * D, G, D, sc, W, j, acc);
-    for (int64_t s = 0; s < S; s++)
-        if (ok[s]) add_row_f32(vb + s * D, G, D, sc, W, P + s, acc);
-}
+DEFINE_VALUES(values_f32, float, add_row_f32)
 
 /* Each query's scores over the W columns -> probabilities; masked columns (a score of -1e30) get 0. */
 static inline void softmax_rows(float *sc, int64_t G, int64_t W) {
