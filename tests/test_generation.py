@@ -259,8 +259,9 @@ def test_segments_minimise_padding_plus_a_cost_per_segment():
 
 
 def test_segments_prefix_and_refill_change_no_output_on_a_tiny_model(tmp_path):
-    """Rows decoded in many segments over one shared prefix, refilled and merged back (fp32), give
-    exactly what one dense batch without the shared prefix gives, greedy and sampled."""
+    """Rows decoded in many segments over one shared prefix, refilled and merged back (fp32), through
+    the C kernels (finished rows skipped, greedy choice in C), give exactly what one dense batch
+    without the shared prefix gives in the torch forms, greedy and sampled."""
     from collections import Counter
 
     from train_helpers import make_tiny_model
@@ -272,7 +273,7 @@ def test_segments_prefix_and_refill_change_no_output_on_a_tiny_model(tmp_path):
     rng = random.Random(0)
     prefix = [rng.randrange(100, 5000) for _ in range(20)]
     prompts = [prefix + [rng.randrange(100, 5000) for _ in range(rng.choice([3, 8, 40, 90]))] for _ in range(15)]
-    dense = FastDecoder(model, share_prefix=False, segment_cost=10**9)
+    dense = FastDecoder(model, share_prefix=False, segment_cost=10**9, native=False)
     # Stop at the tokens this random model emits most, so rows finish at different steps.
     first = dense.generate(prompts, max_new_tokens=24, stop_ids=[2])
     stops = [t for t, _ in Counter(t for c in first for t in c.token_ids[3:]).most_common(3)]
@@ -298,9 +299,9 @@ def test_weights_cast_once_give_autocasts_tokens(tmp_path):
     prompts = [[rng.randrange(100, 5000) for _ in range(rng.choice([4, 30, 70]))] for _ in range(9)]
     # Both attend through the torch form: under autocast the uncast decoder's cache stays fp32, which
     # the C kernel does not mix with bf16 queries (the kernel has its own tests, test_native.py).
-    cast_once = FastDecoder(model, matmul_dtype=torch.bfloat16, native_attention=False)
+    cast_once = FastDecoder(model, matmul_dtype=torch.bfloat16, native=False)
     assert cast_once.layers[0].wqkv.dtype == torch.bfloat16 and cast_once.embed.dtype == torch.float32
-    uncast = FastDecoder(model, native_attention=False)
+    uncast = FastDecoder(model, native=False)
     for kw in ({}, {"temperature": 0.9, "top_p": 0.9, "seeds": list(range(9)), "max_batch": 4}):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             want = [c.token_ids for c in uncast.generate(prompts, max_new_tokens=20, stop_ids=[2], **kw)]

@@ -1,4 +1,5 @@
-"""The decode-attention C kernel against the decoder's torch form, computed in float32."""
+"""The decode-step C kernels: attention against the decoder's torch form computed in float32, the
+greedy choice against torch.argmax."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def _torch_form(q, k, v, valid, prefix):
 
 
 class SimpleDecoder:
-    native_attention = False
+    native = False
 
 
 def _case(dtype, S, P, seed=0, D=16):
@@ -80,6 +81,43 @@ def test_masked_columns_do_not_count_whatever_they_hold(lib, dtype, D):
     k2[~valid[:, None, :].expand_as(k[..., 0])] = 1e4  # garbage where no row attends
     v2[~valid[:, None, :].expand_as(v[..., 0])] = float("nan")
     assert torch.equal(native.decode_attention(q, k2, v2, valid, lib=lib), want)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_finished_rows_read_nothing_and_the_others_are_unchanged(lib, dtype):
+    q, k, v, valid, prefix = _case(dtype, 37, 11, seed=2, D=64)
+    want = native.decode_attention(q, k, v, valid, prefix, lib=lib)
+    live = torch.tensor([True, False, True, True, False])
+    k2, v2 = k.clone(), v.clone()
+    k2[~live], v2[~live] = float("nan"), float("nan")  # a finished row's cache is not read at all
+    got = native.decode_attention(q, k2, v2, valid, prefix, lib=lib, live=live)
+    assert torch.equal(got[live], want[live])
+    assert torch.equal(got[~live], torch.zeros_like(got[~live]))
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("V,B", [(1, 1), (7, 3), (1000, 16), (4099, 37), (49152, 64)])
+def test_greedy_choice_is_the_first_index_of_the_maximum(lib, dtype, V, B):
+    """Vector (B a multiple of 16) and scalar paths; ties inside and across the threads' ranges keep
+    the lower index, as torch.argmax does."""
+    gen = torch.Generator().manual_seed(V + B)
+    x = (torch.randn(V, B, generator=gen) * 4).round().to(dtype)  # few distinct values: many ties
+    first = max(V // 2 - 1, 0)
+    x[first, 0] = x[V - 1, 0] = 100.0  # a tie between the two halves of the vocabulary (two threads' ranges)
+    got = native.argmax_columns(x, lib=lib)
+    assert got is not None and got.dtype == torch.long
+    assert torch.equal(got, x.float().argmax(0))
+    assert got[0] == first
+
+
+@needs_kernel
+def test_greedy_choice_takes_only_what_it_can_read():
+    x = torch.randn(50, 32)
+    assert native.argmax_columns(x.t()) is None  # not contiguous
+    assert native.argmax_columns(x.double()) is None
+    assert native.argmax_columns(x[0]) is None
 
 
 @needs_kernel

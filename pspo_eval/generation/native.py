@@ -1,4 +1,5 @@
-"""The decode-attention C kernel (``resources/native/decode_attention.c``): built once per machine, called by ctypes.
+"""A decode step's C kernels (``resources/native/decode_step.c``: attention and the greedy choice):
+built once per machine, called by ctypes.
 
 Optional by design: it is compiled on first use with the system C compiler (``$CC`` or ``cc``, with
 ``-O3 -march=native -ffast-math -fopenmp``, linked without ``-ffast-math``, see FLAGS) into ``$PSPO_EVAL_HOME/native/<hash>/``, the hash
@@ -31,9 +32,9 @@ from pspo_eval.paths import home, resources_dir
 # whole process (numpy and torch then lose subnormal floats; hypothesis caught it).
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]
 LINK_FLAGS = ["-shared", "-fopenmp"]
-SOURCE = resources_dir() / "native" / "decode_attention.c"
+SOURCE = resources_dir() / "native" / "decode_step.c"
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-_FUNCTIONS = {torch.bfloat16: "decode_attention_bf16", torch.float32: "decode_attention_f32"}  # by cache dtype
+_SUFFIX = {torch.bfloat16: "bf16", torch.float32: "f32"}  # the kernels' variants, by tensor dtype
 
 
 def enabled() -> bool:
@@ -47,12 +48,12 @@ def build(source: Path, out_dir: Path, compiler: str, extra_flags: tuple[str, ..
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     cpu = " ".join(sorted(cpu_flags())) or platform.processor()
     key = hashlib.sha256("\0".join([source.read_text(), " ".join(flags + LINK_FLAGS), version, cpu]).encode()).hexdigest()
-    target = out_dir / key[:16] / "decode_attention.so"
+    target = out_dir / key[:16] / "decode_step.so"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built, obj = Path(tmp) / target.name, Path(tmp) / "decode_attention.o"
+        built, obj = Path(tmp) / target.name, Path(tmp) / "decode_step.o"
         for cmd in ([compiler, *flags, "-c", str(source), "-o", str(obj)],
                     [compiler, *LINK_FLAGS, str(obj), "-o", str(built), "-lm"]):
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -75,29 +76,33 @@ def kernel() -> ctypes.CDLL | None:
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         import warnings
 
-        warnings.warn(f"pspo-eval: the decode-attention kernel is unavailable ({exc}); using the torch form", stacklevel=2)
+        warnings.warn(f"pspo-eval: the decode-step kernels are unavailable ({exc}); using the torch form", stacklevel=2)
         return None
 
 
 def load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    for name in _FUNCTIONS.values():
-        fn = getattr(lib, name)
+    for suffix in _SUFFIX.values():
+        fn = getattr(lib, f"decode_attention_{suffix}")
         fn.restype = ctypes.c_int
-        fn.argtypes = [_PTR] * 6 + [_I64, _PTR] + [_I64] * 5 + [_I64] * 4 + [ctypes.c_float, ctypes.c_int]
+        fn.argtypes = [_PTR] * 7 + [_I64, _PTR] + [_I64] * 5 + [_I64] * 4 + [ctypes.c_float, ctypes.c_int]
+        fn = getattr(lib, f"argmax_columns_{suffix}")
+        fn.restype = ctypes.c_int
+        fn.argtypes = [_PTR, _I64, _I64, _PTR, ctypes.c_int]
     return lib
+
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor,
                      prefix: tuple[torch.Tensor, torch.Tensor] | None = None, lib: ctypes.CDLL | None = None,
-                     ) -> torch.Tensor | None:
+                     live: torch.Tensor | None = None) -> torch.Tensor | None:
     """The kernel's attention for q [B, H, 1, D] over k, v [B, KV, S, D] (columns where ``valid`` [B, S]),
-    after ``prefix`` ([1, KV, P, D] each) when given; [B, H, 1, D]. None where the kernel cannot run
-    these tensors (unavailable, not on CPU, another dtype, rows of the cache not contiguous).
-    ``lib``: another build of the kernel (default :func:`kernel`)."""
+    after ``prefix`` ([1, KV, P, D] each) when given; [B, H, 1, D]. ``live`` ([B] bool): rows that are
+    False read nothing and get zeros. None where the kernel cannot run these tensors (unavailable, not
+    on CPU, another dtype, rows of the cache not contiguous). ``lib``: another build (default :func:`kernel`)."""
     lib = lib or kernel()
-    fn = _FUNCTIONS.get(k.dtype)
-    if lib is None or fn is None or k.device.type != "cpu" or q.dtype != k.dtype or v.dtype != k.dtype:
+    suffix = _SUFFIX.get(k.dtype)
+    if lib is None or suffix is None or k.device.type != "cpu" or q.dtype != k.dtype or v.dtype != k.dtype:
         return None
     B, H, _, D = q.shape
     KV, S = k.shape[1], k.shape[2]
@@ -112,11 +117,28 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: t
         pk = pv = q3  # not read (P = 0)
         P = 0
     out = torch.empty_like(q3)
-    failed = getattr(lib, fn)(
-        q3.data_ptr(), k.data_ptr(), v.data_ptr(), mask.data_ptr(), pk.data_ptr(), pv.data_ptr(), P,
+    rows = None if live is None else live.contiguous().view(torch.uint8)
+    failed = getattr(lib, f"decode_attention_{suffix}")(
+        q3.data_ptr(), k.data_ptr(), v.data_ptr(), mask.data_ptr(), None if rows is None else rows.data_ptr(),
+        pk.data_ptr(), pv.data_ptr(), P,
         out.data_ptr(), B, KV, H // KV, S, D, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         D**-0.5, torch.get_num_threads(),
     )
     if failed:
         raise MemoryError("decode-attention kernel: out of memory")
     return out.view(B, H, 1, D)
+
+
+def argmax_columns(x: torch.Tensor, lib: ctypes.CDLL | None = None) -> torch.Tensor | None:
+    """For x [V, B] (contiguous), the first index of each column's maximum ([B], int64), as
+    ``x.argmax(0)`` for finite values; None where the kernel cannot run it."""
+    lib = lib or kernel()
+    suffix = _SUFFIX.get(x.dtype)
+    if lib is None or suffix is None or x.device.type != "cpu" or x.dim() != 2 or not x.is_contiguous():
+        return None
+    if x.shape[0] >= 2**31:
+        return None  # the kernel keeps indices in 32 bits
+    out = torch.empty(x.shape[1], dtype=torch.long)
+    if getattr(lib, f"argmax_columns_{suffix}")(x.data_ptr(), x.shape[0], x.shape[1], out.data_ptr(), torch.get_num_threads()):
+        raise MemoryError("argmax kernel: out of memory")
+    return out

@@ -1,5 +1,7 @@
-/* One decode step's attention on CPU: one query token per row, grouped-query heads, fused.
+/* A decode step's kernels on CPU: the attention (one query token per row, grouped-query heads,
+ * fused) and the greedy choice (the first index of each row's largest logit).
  *
+ * Attention:
  * For every (row, KV head) pair, in parallel: scores of the G query heads sharing that KV head
  * against [shared prefix | the row's own valid cache columns], a float32 softmax, and the weighted
  * sum of the values, with each key and value row read once for all G queries. Masked value rows
@@ -16,7 +18,9 @@
  *
  * Layouts (element strides): q [B, KV*G, D] contiguous; k, v [B, KV, S, D] with the given batch and
  * head strides and contiguous rows of D; valid [B, S] bytes (nonzero = attend); prefix keys and
- * values [KV, P, D] contiguous (P may be 0); out [B, KV*G, D] contiguous.
+ * values [KV, P, D] contiguous (P may be 0); out [B, KV*G, D] contiguous; live [B] bytes or NULL:
+ * a row whose byte is 0 (it has finished and waits to be compacted away) reads nothing and gets
+ * zeros.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -250,8 +254,9 @@ static inline void softmax_rows(float *sc, int64_t G, int64_t W) {
 }
 
 #define DEFINE_KERNEL(NAME, T, ROUND, scores_all, values)                                       \
-int NAME(const T *q, const T *k, const T *v, const uint8_t *valid, const T *pk, const T *pv,  \
-         int64_t P, T *out, int64_t B, int64_t KV, int64_t G, int64_t S, int64_t D,            \
+int NAME(const T *q, const T *k, const T *v, const uint8_t *valid, const uint8_t *live,      \
+         const T *pk, const T *pv, int64_t P, T *out, int64_t B, int64_t KV, int64_t G,        \
+         int64_t S, int64_t D,                                                                 \
          int64_t k_sb, int64_t k_sh, int64_t v_sb, int64_t v_sh, float scale, int threads) {  \
     const int64_t W = P + S;                                                                   \
     int failed = 0;                                                                            \
@@ -268,6 +273,10 @@ int NAME(const T *q, const T *k, const T *v, const uint8_t *valid, const T *pk, 
         for (int64_t it = 0; it < B * KV; it++) {                                              \
             if (!qc || !acc || !sc) continue;                                                  \
             const int64_t b = it / KV, h = it % KV;                                            \
+            if (live && !live[b]) {                                                            \
+                memset(out + it * G * D, 0, sizeof(T) * G * D);                                \
+                continue;                                                                      \
+            }                                                                                  \
             memcpy(qc, q + it * G * D, sizeof(T) * G * D); /* this item's G queries, in L1 */  \
             const uint8_t *ok = valid + b * S;                                                 \
             const T *kb = k + b * k_sb + h * k_sh, *vb = v + b * v_sb + h * v_sh;              \
@@ -286,3 +295,68 @@ int NAME(const T *q, const T *k, const T *v, const uint8_t *valid, const T *pk, 
 
 DEFINE_KERNEL(decode_attention_bf16, uint16_t, bf16_round, scores_all_bf16, values_bf16)
 DEFINE_KERNEL(decode_attention_f32, float, f32_round, scores_all_f32, values_f32)
+
+/* Greedy choice: out[b] = the first v with x[v, b] the largest of column b, x [V, B] contiguous (the
+ * logits as the transposed vocabulary projection leaves them, see engine.FastDecoder._lin). Each
+ * thread scans a contiguous range of the vocabulary for all B columns at once; the ranges are then
+ * merged in order with a strict comparison, so a tie keeps the lower index, as torch.argmax does.
+ * The values are finite (logits); no infinity or NaN constant is used (-ffast-math). torch's
+ * reduction over the outer dimension of a bf16 [V, B] tensor ran at ~1 GB/s here: 14.5 ms a step for
+ * 128 rows (profiled), where this reads the 12.6 MB at memory speed. */
+static inline void argmax_merge(float *best, int32_t *idx, const float *b2, const int32_t *i2, int64_t B) {
+    for (int64_t b = 0; b < B; b++)
+        if (b2[b] > best[b]) { best[b] = b2[b]; idx[b] = i2[b]; }
+}
+
+#if defined(__AVX512F__)
+#define ARGMAX_AVX512(LOAD16)                                                                  \
+    if (B % 16 == 0) {                                                                         \
+        for (int64_t v = v0 + 1; v < v1; v++) {                                                \
+            const __m512i vi = _mm512_set1_epi32((int32_t)v);                                  \
+            for (int64_t b = 0; b < B; b += 16) {                                              \
+                const __m512 x16 = LOAD16(x + v * B + b), m16 = _mm512_loadu_ps(best + b);     \
+                const __mmask16 gt = _mm512_cmp_ps_mask(x16, m16, _CMP_GT_OQ);                 \
+                _mm512_storeu_ps(best + b, _mm512_mask_mov_ps(m16, gt, x16));                  \
+                _mm512_storeu_si512(idx + b, _mm512_mask_mov_epi32(_mm512_loadu_si512(idx + b), gt, vi)); \
+            }                                                                                  \
+        }                                                                                      \
+        return;                                                                                \
+    }
+#else
+#define ARGMAX_AVX512(LOAD16)
+#endif
+
+#define DEFINE_ARGMAX_RANGE(NAME, T, LOAD, LOAD16)                                             \
+static void NAME(const T *x, int64_t v0, int64_t v1, int64_t B, float *best, int32_t *idx) {   \
+    for (int64_t b = 0; b < B; b++) { best[b] = LOAD(x, v0 * B + b); idx[b] = (int32_t)v0; }   \
+    ARGMAX_AVX512(LOAD16)                                                                      \
+    for (int64_t v = v0 + 1; v < v1; v++)                                                      \
+        for (int64_t b = 0; b < B; b++) {                                                      \
+            const float f = LOAD(x, v * B + b);                                                \
+            if (f > best[b]) { best[b] = f; idx[b] = (int32_t)v; }                             \
+        }                                                                                      \
+}
+
+DEFINE_ARGMAX_RANGE(argmax_range_bf16, uint16_t, bf16_load, bf16x16_load)
+DEFINE_ARGMAX_RANGE(argmax_range_f32, float, f32_load, f32x16_load)
+
+#define DEFINE_ARGMAX(NAME, T, RANGE)                                                          \
+int NAME(const T *x, int64_t V, int64_t B, int64_t *out, int threads) {                        \
+    if (V < 1 || B < 1) return 0;                                                              \
+    if (threads < 1) threads = 1;                                                              \
+    if (threads > V) threads = (int)V;                                                         \
+    float *best = malloc(sizeof(float) * B * threads);                                         \
+    int32_t *idx = malloc(sizeof(int32_t) * B * threads);                                      \
+    if (!best || !idx) { free(best); free(idx); return 1; }                                    \
+    _Pragma("omp parallel for num_threads(threads) schedule(static)")                          \
+    for (int t = 0; t < threads; t++)                                                          \
+        RANGE(x, V * t / threads, V * (t + 1) / threads, B, best + t * B, idx + t * B);        \
+    for (int t = 1; t < threads; t++) argmax_merge(best, idx, best + t * B, idx + t * B, B);   \
+    for (int64_t b = 0; b < B; b++) out[b] = idx[b];                                           \
+    free(best);                                                                                \
+    free(idx);                                                                                 \
+    return 0;                                                                                  \
+}
+
+DEFINE_ARGMAX(argmax_columns_bf16, uint16_t, argmax_range_bf16)
+DEFINE_ARGMAX(argmax_columns_f32, float, argmax_range_f32)
