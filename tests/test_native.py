@@ -121,6 +121,26 @@ def test_greedy_choice_takes_only_what_it_can_read():
 
 
 @needs_kernel
+@pytest.mark.parametrize("B,T,transposed", [(1, 1, True), (37, 1, True), (5, 7, True), (5, 7, False), (3, 40, False)])
+def test_rotary_kernel_gives_the_torch_forms_bits_and_layout(lib, B, T, transposed):
+    """Both paths (columns of the transposed decode layout, and rows of a plain one) against
+    FastDecoder._rope in bf16: the same bits, laid out as torch's own result (the next products'
+    bits depend on it)."""
+    H, KV, D = 6, 2, 64
+    gen = torch.Generator().manual_seed(B * T)
+    flat = torch.randn(B * T, (H + 2 * KV) * D, generator=gen).bfloat16()
+    x = (flat.t().contiguous().t() if transposed else flat).reshape(B, T, -1)
+    cos, sin = (torch.randn(B, T, D, generator=gen).bfloat16() for _ in range(2))
+    got = native.rope(x, cos, sin, H, KV, D, lib=lib)
+    assert got is not None
+    for out, (a, n) in zip(got, [(0, H), (H * D, KV)]):
+        want = FastDecoder._rope(x[..., a : a + n * D].view(B, T, n, D).transpose(1, 2), cos[:, None], sin[:, None])
+        assert torch.equal(out, want)
+        assert [s for s, m in zip(out.stride(), out.shape) if m > 1] == [s for s, m in zip(want.stride(), want.shape) if m > 1]
+    assert native.rope(x.float(), cos.float(), sin.float(), H, KV, D, lib=lib) is None  # bf16 only
+
+
+@needs_kernel
 def test_layouts_it_cannot_run_fall_back_to_the_torch_form(monkeypatch):
     q, k, v, valid, _ = _case(torch.float32, 20, 0)
     strided = torch.randn(5, 2, 20, 32)[..., ::2]  # rows of D not contiguous

@@ -360,19 +360,25 @@ class FastDecoder:
         B, T = ids.shape
         H, KV, D = self.n_heads, self.n_kv, self.head_dim
         x = F.embedding(ids, self.embed)
-        cos, sin = self.rotary(x, positions)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        cos3, sin3 = self.rotary(x, positions)
+        cos, sin = cos3.unsqueeze(1), sin3.unsqueeze(1)
+        # bf16 on CPU: the rotary embedding in one C call per layer, the same bits (generation.native)
+        native_rope = self.native and x.dtype == torch.bfloat16 and x.device.type == "cpu"
         for i, layer in enumerate(self.layers):
             h = self._rms(x, layer.in_norm)
             qkv = self._lin(h, layer.wqkv, layer.bqkv)
+            qk = native.rope(qkv, cos3, sin3, H, KV, D) if native_rope and layer.q_norm is None else None
             q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
-            q = q.view(B, T, H, D)
-            k = k.view(B, T, KV, D)
-            if layer.q_norm is not None and layer.k_norm is not None:
-                q = self._rms(q, layer.q_norm)
-                k = self._rms(k, layer.k_norm)
-            q = self._rope(q.transpose(1, 2), cos, sin)
-            k = self._rope(k.transpose(1, 2), cos, sin)
+            if qk is not None:
+                q, k = qk
+            else:
+                q = q.view(B, T, H, D)
+                k = k.view(B, T, KV, D)
+                if layer.q_norm is not None and layer.k_norm is not None:
+                    q = self._rms(q, layer.q_norm)
+                    k = self._rms(k, layer.k_norm)
+                q = self._rope(q.transpose(1, 2), cos, sin)
+                k = self._rope(k.transpose(1, 2), cos, sin)
             v = v.view(B, T, KV, D).transpose(1, 2)
             att = self._attend(i, q, k, v, ctx)
             att = att.transpose(1, 2).reshape(B, T, H * D)

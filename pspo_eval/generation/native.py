@@ -89,6 +89,8 @@ def load(path: Path) -> ctypes.CDLL:
         fn = getattr(lib, f"argmax_columns_{suffix}")
         fn.restype = ctypes.c_int
         fn.argtypes = [_PTR, _I64, _I64, _PTR, ctypes.c_int]
+    lib.rope_bf16.restype = ctypes.c_int
+    lib.rope_bf16.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _I64, _PTR, _PTR, _PTR, _PTR] + [_I64] * 5 + [ctypes.c_int]
     return lib
 
 
@@ -142,3 +144,42 @@ def argmax_columns(x: torch.Tensor, lib: ctypes.CDLL | None = None) -> torch.Ten
     if getattr(lib, f"argmax_columns_{suffix}")(x.data_ptr(), x.shape[0], x.shape[1], out.data_ptr(), torch.get_num_threads()):
         raise MemoryError("argmax kernel: out of memory")
     return out
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, H: int, KV: int, D: int,
+         lib: ctypes.CDLL | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Rotary embedding of the query and key heads of x ([B, T, N], any strides; the first (H + KV)·D
+    of N), bf16 only: (q [B, H, T, D], k [B, KV, T, D]), the bits torch's bf16 arithmetic gives, in the
+    memory layout torch's elementwise ops would give them (that of their slices of x: a matrix
+    product's bits depend on its operands' layout, so the decoder's tokens stay exactly those of the
+    torch form). cos, sin: [B, T, D]. None where the kernel cannot run these tensors."""
+    lib = lib or kernel()
+    if lib is None or x.dtype != torch.bfloat16 or cos.dtype != x.dtype or sin.dtype != x.dtype or x.device.type != "cpu":
+        return None
+    B, T, _ = x.shape
+    if cos.shape != (B, T, D) or sin.shape != (B, T, D):
+        return None
+    q = _like_elementwise(x[..., : H * D].view(B, T, H, D).transpose(1, 2))
+    k = _like_elementwise(x[..., H * D : (H + KV) * D].view(B, T, KV, D).transpose(1, 2))
+    def flat(sb: int, st: int) -> bool:  # row b, position t at offset b*T + t
+        return (B == 1 or sb == T) and (T == 1 or st == 1)
+
+    columns = flat(x.stride(0), x.stride(1)) and all(flat(t.stride(0), t.stride(2)) for t in (q, k))
+    if columns:  # the transposed layout: cos, sin as [D, B*T] too, and vector loops over the columns
+        cos, sin = cos.reshape(B * T, D).t().contiguous(), sin.reshape(B * T, D).t().contiguous()
+    else:
+        cos, sin = cos.contiguous(), sin.contiguous()
+    qs, ks = (torch.tensor(t.stride(), dtype=torch.long) for t in (q, k))
+    if lib.rope_bf16(x.data_ptr(), x.stride(0), x.stride(1), x.stride(2), cos.data_ptr(), sin.data_ptr(), int(columns),
+                     q.data_ptr(), qs.data_ptr(), k.data_ptr(), ks.data_ptr(), B, T, H, KV, D, torch.get_num_threads()):
+        return None  # a head size it does not take
+    return q, k
+
+
+def _like_elementwise(t: torch.Tensor) -> torch.Tensor:
+    """An empty tensor shaped as ``t`` whose dimensions lie in memory in the order of ``t``'s strides
+    (outermost first), as torch's elementwise ops lay out their results (empty_like gives a
+    contiguous tensor where ``t`` is not dense)."""
+    order = sorted(range(t.dim()), key=lambda d: -t.stride(d))
+    buf = torch.empty([t.shape[d] for d in order], dtype=t.dtype, device=t.device)
+    return buf.permute([order.index(d) for d in range(t.dim())])
