@@ -136,6 +136,7 @@ PROFILE_PARTS = {  # FastDecoder method → the part of the step it is
     "_attend": "attention over the KV cache (cache write + products)",
     "_rms": "RMS norms",
     "_rope": "rotary embedding",
+    "_rope_heads": "rotary embedding (C kernel, bf16)",
     "_choose": "sampling (argmax / top-p)",
 }
 
