@@ -98,6 +98,23 @@ def test_finished_rows_read_nothing_and_the_others_are_unchanged(lib, dtype):
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_steps_key_and_value_are_written_by_the_kernel(lib, dtype):
+    """With ``new`` (strided, as the decoder's rotary output is) the kernel writes the step's key and
+    value at the column first: the same cache and output as torch writing them, then the kernel."""
+    q, k, v, valid, prefix = _case(dtype, 37, 11, seed=3, D=64)
+    gen = torch.Generator().manual_seed(4)
+    kn, vn = (torch.randn(64, 2, 5, generator=gen).to(dtype).permute(2, 1, 0) for _ in range(2))  # [B, KV, D], strided
+    q = q.transpose(0, 2).contiguous().transpose(0, 2)  # queries with other strides too
+    k_want, v_want = k.clone(), v.clone()
+    k_want[:, :, 30], v_want[:, :, 30] = kn, vn
+    want = native.decode_attention(q, k_want, v_want, valid, prefix, lib=lib)
+    got = native.decode_attention(q, k, v, valid, prefix, lib=lib, new=(kn, vn, 30))
+    assert torch.equal(got, want) and torch.equal(k, k_want) and torch.equal(v, v_want)
+    assert native.decode_attention(q, k, v, valid, prefix, lib=lib, new=(kn, vn, 37)) is None  # past the cache
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("V,B", [(1, 1), (7, 3), (1000, 16), (4099, 37), (49152, 64)])
 def test_greedy_choice_is_the_first_index_of_the_maximum(lib, dtype, V, B):
     """Vector (B a multiple of 16) and scalar paths; ties inside and across the threads' ranges keep

@@ -415,29 +415,33 @@ class FastDecoder:
         for seg, live in zip(ctx.segments, ctx.live):
             b = a + len(seg.rows)
             ck, cv = seg.cache[i]
-            ck[:, :, seg.col] = k[a:b, :, 0]
-            cv[:, :, seg.col] = v[a:b, :, 0]
             # The whole (contiguous) cache: columns past ``col`` are masked (see ensure_column).
-            outs.append(self._decode_attention(q[a:b], ck, cv, seg.key_valid, prefix, live))
+            new = (k[a:b, :, 0], v[a:b, :, 0], seg.col)
+            outs.append(self._decode_attention(q[a:b], ck, cv, seg.key_valid, prefix, live, new))
             a = b
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
-    def _decode_attention(self, q, k, v, valid, prefix=None, live=None):
+    def _decode_attention(self, q, k, v, valid, prefix=None, live=None, new=None):
         """One query per row: grouped-query attention, by the C kernel where it runs (see
         :mod:`pspo_eval.generation.native`), else as small batched matrix products.
 
         PyTorch's fused CPU attention kernel costs milliseconds per call for a single query; the torch
         form here does the same arithmetic (scores in fp32 softmax, as transformers' eager path) without
         expanding the KV heads. ``valid`` ([B, S]) masks the rows' own columns; rows False in ``live``
-        ([B] bool) may be skipped (the kernel gives them zeros). With ``prefix``
+        ([B] bool) may be skipped (the kernel gives them zeros). ``new`` (key, value [B, KV, D], column):
+        the step's own key and value, written into the cache at that column first (by the kernel
+        itself where it runs: two strided torch copies fewer per layer and segment). With ``prefix``
         (the keys and values every row shares, [1, KV, P, D] each) the rows attend over
         [prefix | own columns] under one softmax, the prefix read once for the whole batch as one
         matrix product per KV head instead of once per row.
         """
         if self.native:
-            out = native.decode_attention(q, k, v, valid, prefix, live=live)
+            out = native.decode_attention(q, k, v, valid, prefix, live=live, new=new)
             if out is not None:
                 return out
+        if new is not None:
+            k[:, :, new[2]] = new[0]
+            v[:, :, new[2]] = new[1]
         B, H, _, D = q.shape
         KV = k.shape[1]
         G = H // KV

@@ -85,7 +85,7 @@ def load(path: Path) -> ctypes.CDLL:
     for suffix in _SUFFIX.values():
         fn = getattr(lib, f"decode_attention_{suffix}")
         fn.restype = ctypes.c_int
-        fn.argtypes = [_PTR] * 7 + [_I64, _PTR] + [_I64] * 5 + [_I64] * 4 + [ctypes.c_float, ctypes.c_int]
+        fn.argtypes = [_PTR] * 7 + [_I64, _PTR] + [_I64] * 5 + [_I64] * 4 + [ctypes.c_float, ctypes.c_int] + [_PTR] * 3
         fn = getattr(lib, f"argmax_columns_{suffix}")
         fn.restype = ctypes.c_int
         fn.argtypes = [_PTR, _I64, _I64, _PTR, ctypes.c_int]
@@ -97,11 +97,14 @@ def load(path: Path) -> ctypes.CDLL:
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor,
                      prefix: tuple[torch.Tensor, torch.Tensor] | None = None, lib: ctypes.CDLL | None = None,
-                     live: torch.Tensor | None = None) -> torch.Tensor | None:
+                     live: torch.Tensor | None = None, new: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+                     ) -> torch.Tensor | None:
     """The kernel's attention for q [B, H, 1, D] over k, v [B, KV, S, D] (columns where ``valid`` [B, S]),
     after ``prefix`` ([1, KV, P, D] each) when given; [B, H, 1, D]. ``live`` ([B] bool): rows that are
-    False read nothing and get zeros. None where the kernel cannot run these tensors (unavailable, not
-    on CPU, another dtype, rows of the cache not contiguous). ``lib``: another build (default :func:`kernel`)."""
+    False read nothing and get zeros. ``new`` (key [B, KV, D], value [B, KV, D], column): written into
+    k and v at that column first (live rows). None where the kernel cannot run these tensors
+    (unavailable, not on CPU, another dtype, rows of the cache not contiguous); then nothing is
+    written. ``lib``: another build (default :func:`kernel`)."""
     lib = lib or kernel()
     suffix = _SUFFIX.get(k.dtype)
     if lib is None or suffix is None or k.device.type != "cpu" or q.dtype != k.dtype or v.dtype != k.dtype:
@@ -110,21 +113,27 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: t
     KV, S = k.shape[1], k.shape[2]
     if any(t.stride(-1) != 1 or t.stride(-2) != D for t in (k, v)):
         return None
-    q3 = q.reshape(B, H, D).contiguous()
+    if new is not None and (new[0].dtype != k.dtype or new[1].dtype != k.dtype or not 0 <= new[2] < S):
+        return None
+    kn, vn = (None, None) if new is None else new[:2]
+    q3 = q[:, :, 0]
+    st = (ctypes.c_int64 * 10)(*q3.stride(), *(kn.stride() if kn is not None else (0,) * 3),
+                               *(vn.stride() if vn is not None else (0,) * 3), new[2] if new is not None else 0)
     mask = valid.contiguous().view(torch.uint8)
     if prefix is not None:
         pk, pv = (p[0].to(k.dtype).contiguous() for p in prefix)
         P = pk.shape[1]
     else:
-        pk = pv = q3  # not read (P = 0)
+        pk = pv = k  # not read (P = 0)
         P = 0
-    out = torch.empty_like(q3)
+    out = torch.empty(B, H, D, dtype=q.dtype)
     rows = None if live is None else live.contiguous().view(torch.uint8)
     failed = getattr(lib, f"decode_attention_{suffix}")(
         q3.data_ptr(), k.data_ptr(), v.data_ptr(), mask.data_ptr(), None if rows is None else rows.data_ptr(),
         pk.data_ptr(), pv.data_ptr(), P,
         out.data_ptr(), B, KV, H // KV, S, D, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        D**-0.5, torch.get_num_threads(),
+        D**-0.5, torch.get_num_threads(), None if kn is None else kn.data_ptr(), None if vn is None else vn.data_ptr(),
+        ctypes.addressof(st),
     )
     if failed:
         raise MemoryError("decode-attention kernel: out of memory")

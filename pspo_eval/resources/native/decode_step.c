@@ -20,7 +20,9 @@
  * head strides and contiguous rows of D; valid [B, S] bytes (nonzero = attend); prefix keys and
  * values [KV, P, D] contiguous (P may be 0); out [B, KV*G, D] contiguous; live [B] bytes or NULL:
  * a row whose byte is 0 (it has finished and waits to be compacted away) reads nothing and gets
- * zeros.
+ * zeros. q may have any strides and kn, vn (the step's new key and value, [B, KV, D], any
+ * strides, or NULL) are written into the cache at column col before it is read, saving torch two
+ * strided copies a call: st = {q's strides (b, head, d), kn's (b, h, d), vn's (b, h, d), col}.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -254,10 +256,11 @@ static inline void softmax_rows(float *sc, int64_t G, int64_t W) {
 }
 
 #define DEFINE_KERNEL(NAME, T, ROUND, scores_all, values)                                       \
-int NAME(const T *q, const T *k, const T *v, const uint8_t *valid, const uint8_t *live,      \
+int NAME(const T *q, T *k, T *v, const uint8_t *valid, const uint8_t *live,                  \
          const T *pk, const T *pv, int64_t P, T *out, int64_t B, int64_t KV, int64_t G,        \
          int64_t S, int64_t D,                                                                 \
-         int64_t k_sb, int64_t k_sh, int64_t v_sb, int64_t v_sh, float scale, int threads) {  \
+         int64_t k_sb, int64_t k_sh, int64_t v_sb, int64_t v_sh, float scale, int threads,     \
+         const T *kn, const T *vn, const int64_t *st) {                                        \
     const int64_t W = P + S;                                                                   \
     int failed = 0;                                                                            \
     _Pragma("omp parallel num_threads(threads)")                                               \
@@ -277,9 +280,16 @@ int NAME(const T *q, const T *k, const T *v, const uint8_t *valid, const uint8_t
                 memset(out + it * G * D, 0, sizeof(T) * G * D);                                \
                 continue;                                                                      \
             }                                                                                  \
-            memcpy(qc, q + it * G * D, sizeof(T) * G * D); /* this item's G queries, in L1 */  \
+            for (int64_t g = 0; g < G; g++) /* this item's G queries, in L1 */                 \
+                for (int64_t d = 0; d < D; d++)                                                \
+                    qc[g * D + d] = q[b * st[0] + (h * G + g) * st[1] + d * st[2]];            \
             const uint8_t *ok = valid + b * S;                                                 \
-            const T *kb = k + b * k_sb + h * k_sh, *vb = v + b * v_sb + h * v_sh;              \
+            T *kb = k + b * k_sb + h * k_sh, *vb = v + b * v_sb + h * v_sh;                    \
+            if (kn) /* this step's key and value, written at column st[9] first */             \
+                for (int64_t d = 0; d < D; d++) {                                              \
+                    kb[st[9] * D + d] = kn[b * st[3] + h * st[4] + d * st[5]];                 \
+                    vb[st[9] * D + d] = vn[b * st[6] + h * st[7] + d * st[8]];                 \
+                }                                                                              \
             scores_all(qc, pk + h * P * D, kb, ok, P, S, G, D, scale, sc);                     \
             softmax_rows(sc, G, W);                                                            \
             values(pv + h * P * D, vb, ok, P, S, G, D, sc, acc);                               \
