@@ -29,6 +29,20 @@
 #include <string.h>
 #include <math.h>
 
+/* Software prefetch of the key and value rows 16 ahead of the ones being read: each (row, KV head)
+ * reads two short streams (~17 KB each for 130 columns) that the hardware prefetcher picks up late,
+ * restarting at every item. Measured: 30 layers of a 256-row cache in DRAM, 74 -> 62 ms; 256 GSM8K
+ * prompts decoding in one batch, 20.8-20.9 -> 19.5 s of decode steps, the same tokens. */
+#define PREFETCH_AHEAD 16
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline void prefetch_bytes(const void *p, int64_t n) {
+    for (int64_t i = 0; i < n; i += 64) _mm_prefetch((const char *)p + i, _MM_HINT_T0);
+}
+#else
+static inline void prefetch_bytes(const void *p, int64_t n) { (void)p; (void)n; }
+#endif
+
 static inline float bf16_load(const uint16_t *p, int64_t i) {
     uint32_t u = (uint32_t)p[i] << 16;
     float f;
@@ -139,6 +153,8 @@ static inline void NAME(const T *q, const T *pkh, const T *kb, const uint8_t *ok
     if (HAS_FOUR && D % 32 == 0) {                                                              \
         for (; j + 4 <= P; j += 4) FOUR(q, pkh + j * D, G, D, scale, sc, W, j);                 \
         for (; s + 4 <= S; s += 4) {                                                            \
+            if (s + PREFETCH_AHEAD + 4 <= S)                                                    \
+                prefetch_bytes(kb + (s + PREFETCH_AHEAD) * D, 4 * D * (int64_t)sizeof(T));      \
             if (ok[s] | ok[s + 1] | ok[s + 2] | ok[s + 3]) FOUR(q, kb + s * D, G, D, scale, sc, W, P + s); \
             for (int64_t i = s; i < s + 4; i++)                                                 \
                 if (!ok[i]) for (int64_t g = 0; g < G; g++) sc[g * W + P + i] = -1.0e30f;       \
@@ -185,6 +201,7 @@ static void values_bf16_d64(const uint16_t *pvh, const uint16_t *vb, const uint8
     for (int g = 0; g < 4; g++)
         for (int i = 0; i < 4; i++) a[g][i] = _mm512_setzero_ps();
     for (int64_t j = 0; j < W; j++) {
+        if (j >= P && j - P + PREFETCH_AHEAD < W - P) prefetch_bytes(vb + (j - P + PREFETCH_AHEAD) * 64, 128);
         const uint16_t *row;
         if (j < P) row = pvh + j * 64;
         else if (ok[j - P]) row = vb + (j - P) * 64;
