@@ -76,3 +76,54 @@ def test_compact_with_no_live_row_empties_the_batch():
     state.live = [False, False, False]
     token = state.compact(torch.tensor([10, 11, 12]))
     assert token.tolist() == [] and state.rows == [] and state.cache[0][0].shape[0] == 0
+
+
+def _reserved_state(rows=(2, 0, 1), width=4, reserve=7):
+    """_state's cache as views of buffers `reserve` columns wide, the reserved columns holding junk."""
+    B = len(rows)
+    bufs = [torch.full((B, 1, reserve, 2), float("nan")) for _ in range(2)]  # keys, values
+    for buf in bufs:
+        buf[:, :, :width] = torch.arange(B, dtype=torch.float32).view(B, 1, 1, 1)
+    k, v = (buf[:, :, :width] for buf in bufs)
+    return _DecodeState([(k, v)], torch.ones(B, width, dtype=torch.bool), torch.tensor([5, 6, 7]), 3,
+                        list(rows), [True] * B, limit=reserve, reserved=True), bufs[0]
+
+
+def test_a_reserved_cache_grows_in_place_with_zeroed_columns():
+    state, buf = _reserved_state()
+    state.col = 4
+    state.ensure_column(chunk=2)
+    k = state.cache[0][0]
+    assert k.shape == (3, 1, 6, 2) and k.data_ptr() == buf.data_ptr()  # no copy: the same buffer
+    assert k[:, 0, :4, 0].tolist() == [[0.0] * 4, [1.0] * 4, [2.0] * 4] and not k[:, :, 4:].any()
+    assert torch.isnan(buf[:, :, 6:]).all()  # columns past the view stay untouched
+    state.col = 6
+    state.ensure_column(chunk=2)  # only one reserved column is left: the limit caps the growth
+    assert state.cache[0][0].shape == (3, 1, 7, 2) and state.key_valid.shape == (3, 7)
+
+
+def test_compacting_a_reserved_cache_packs_the_live_rows_into_the_same_buffer():
+    state, buf = _reserved_state()
+    state.live = [False, True, True]
+    token = state.compact(torch.tensor([10, 11, 12]))
+    k = state.cache[0][0]
+    assert token.tolist() == [11, 12] and state.rows == [0, 1]
+    assert k.shape == (2, 1, 4, 2) and k.data_ptr() == buf.data_ptr()
+    assert k[:, 0, 0, 0].tolist() == [1.0, 2.0] and state.cache[0][1][:, 0, 0, 0].tolist() == [1.0, 2.0]
+    state.col = 4
+    state.ensure_column(chunk=8)  # it can still grow in place to the limit
+    assert state.cache[0][0].shape == (2, 1, 7, 2) and state.cache[0][0].data_ptr() == buf.data_ptr()
+
+
+def test_merging_into_a_reserved_cache_reserves_the_new_limit():
+    old, _ = _reserved_state(rows=(0, 1, 2))
+    new = _DecodeState([(torch.full((1, 1, 3, 2), 9.0),) * 2], torch.tensor([[True, True, False]]),
+                       torch.tensor([4]), 2, [7], [True])
+    old.merge(new, chunk=2, max_new_tokens=10)
+    k = old.cache[0][0]
+    assert old.limit == 3 + 10 - 1 and k.shape == (4, 1, 5, 2)  # C = 3 used columns + a chunk of 2
+    assert k.stride(1) == old.limit * 2  # a view of a buffer as wide as the new limit
+    assert k[3, 0, :3, 0].tolist() == [0.0, 9.0, 9.0] and not k[:, :, 3:].any()
+    old.col = 5
+    old.ensure_column(chunk=2)
+    assert old.cache[0][0].shape == (4, 1, 7, 2)

@@ -7,7 +7,8 @@ This loop runs the same weights with the same operations in the same dtypes, but
 - fused QKV and gate/up projections (one matrix product each instead of three / two);
 - a KV cache written in place and grown 32 columns at a time, so a decode step attends over whole
   contiguous tensors (a bf16 matrix product on CPU copies a strided cache slice first: that copy was
-  38% of a step);
+  38% of a step); where the C attention kernel reads it (it takes any strides), the cache instead
+  grows as a view inside buffers reserved up to the last column the batch can need, without a copy;
 - finished rows are dropped from the batch once enough of them finish (the cache is compacted), and
   with ``max_batch`` the freed rows are refilled from the waiting prompts (continuous batching);
 - the batch decodes in a few segments of similar prompt width, each over its own cache, so short
@@ -85,6 +86,8 @@ class _DecodeState:
     rows: list[int]
     live: list[bool]
     limit: int = 0  # the most cache columns this batch can need; the cache never grows past it
+    # The cache tensors are views of buffers ``limit`` columns wide (see ensure_column), or whole tensors.
+    reserved: bool = False
 
     def ensure_column(self, chunk: int) -> None:
         """Make room for a write at column ``col``: widen the cache by ``chunk`` columns (up to ``limit``).
@@ -93,12 +96,18 @@ class _DecodeState:
         a decode step attends over whole contiguous tensors: a bf16 matrix product on CPU copies any
         operand whose batch stride is not its packed size, and slicing a full-length cache to the
         used columns cost ~38% of a decode step (profiled; see the module docstring).
+
+        A ``reserved`` cache (the C attention kernel reads any batch and head strides) instead grows
+        its views into the columns already reserved in their buffers, zeroing them: no copy. Copying
+        the whole cache at every widening cost 1.2-1.5 s of a 256-prompt bf16 run's ~20 s of steps
+        (9 widenings, measured).
         """
         width = self.key_valid.shape[1]
         if self.col < width:
             return
         extra = max(1, min(chunk, self.limit - width))
-        self.cache = [(_widen(k, extra), _widen(v, extra)) for k, v in self.cache]
+        grow = _grown if self.reserved else _widen
+        self.cache = [(grow(k, extra), grow(v, extra)) for k, v in self.cache]
         self.key_valid = torch.cat([self.key_valid, self.key_valid.new_zeros(self.key_valid.shape[0], extra)], 1)
 
     def record(self, token: torch.Tensor, stop: torch.Tensor, out, finish, stopped_by, budget: int | None = None) -> int:
@@ -126,7 +135,15 @@ class _DecodeState:
         """Drop the finished rows from the batch (cache included); returns the live rows' tokens."""
         keep_idx = [j for j, alive in enumerate(self.live) if alive]
         keep = torch.tensor(keep_idx, dtype=torch.long, device=token.device)  # long even when empty
-        self.cache = [(k.index_select(0, keep), v.index_select(0, keep)) for k, v in self.cache]
+        if self.reserved:
+            # Back into the first rows of the same buffers: fresh ones would be touched page by page
+            # again (a new full-width copy made compaction 0.09 -> 0.7 s of a 256-prompt run).
+            def packed(x: torch.Tensor) -> torch.Tensor:
+                return _buffer(x)[: len(keep_idx), :, : x.shape[2]].copy_(x.index_select(0, keep))
+
+            self.cache = [(packed(k), packed(v)) for k, v in self.cache]
+        else:
+            self.cache = [(k.index_select(0, keep), v.index_select(0, keep)) for k, v in self.cache]
         self.key_valid = self.key_valid.index_select(0, keep)
         self.pos_next = self.pos_next.index_select(0, keep)
         self.rows = [self.rows[j] for j in keep_idx]
@@ -153,8 +170,7 @@ class _DecodeState:
         B_old = len(self.rows)
 
         def joined(old: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
-            shape = (B_old + fresh.shape[0], *old.shape[1:2], width, *old.shape[3:])
-            out = old.new_zeros(shape)
+            out = _cache_tensor(old, B_old + fresh.shape[0], width, self.limit if self.reserved else width)
             out[:B_old, :, C - c_old : C] = old.index_select(2, used)
             out[B_old:, :, C - c_new : C] = fresh[:, :, :c_new]
             return out
@@ -186,6 +202,30 @@ class _Decode:
     segments: list[_DecodeState]  # the batch's rows, segment by segment
     prefix: list[tuple[torch.Tensor, torch.Tensor]] | None  # per layer [1, KV, P, D], or None
     live: list[torch.Tensor | None]  # per segment: which rows are still live ([B] bool), None if all are
+
+
+def _cache_tensor(like: torch.Tensor, B: int, width: int, reserve: int) -> torch.Tensor:
+    """A zero cache tensor [B, KV, width, D] shaped and typed as ``like``; with ``reserve`` > width, a
+    view of a buffer ``reserve`` columns wide whose further columns are left for :func:`_grown`."""
+    KV, D = like.shape[1], like.shape[3]
+    if reserve <= width:
+        return like.new_zeros(B, KV, width, D)
+    out = like.new_empty(B, KV, reserve, D)[:, :, :width]
+    return out.zero_()
+
+
+def _buffer(x: torch.Tensor) -> torch.Tensor:
+    """The whole buffer [B, KV, reserve, D] a reserved cache view ``x`` lies in (see _cache_tensor)."""
+    reserve = x.stride(1) // x.stride(2)
+    return x.as_strided((x.shape[0], x.shape[1], reserve, x.shape[3]), x.stride())
+
+
+def _grown(x: torch.Tensor, extra: int) -> torch.Tensor:
+    """A reserved cache view ``x`` ([B, KV, S, D]) grown by ``extra`` zeroed columns in place."""
+    S = x.shape[2]
+    y = _buffer(x)[:, :, : S + extra]
+    y[:, :, S:].zero_()
+    return y
 
 
 def _widen(x: torch.Tensor, extra: int) -> torch.Tensor:
@@ -617,11 +657,23 @@ class FastDecoder:
             last.append(hidden[:, -1])
         key_valid = torch.zeros(B, S, dtype=torch.bool, device=dev)
         key_valid[:, :T] = key_ok
-        if L > 0:
-            cache = [(k[:, :, L:].contiguous(), v[:, :, L:].contiguous()) for k, v in cache]
+        reserved = self._reserve_cache() and limit > S
+        if L > 0 or reserved:  # the rows' own columns, as whole tensors or in buffers `limit - L` wide
+            def own(x: torch.Tensor) -> torch.Tensor:
+                reserve = limit - L if reserved else S - L
+                return x.new_empty(B, x.shape[1], reserve, x.shape[3])[:, :, : S - L].copy_(x[:, :, L:])
+
+            cache = [(own(k), own(v)) for k, v in cache]
             key_valid = key_valid[:, L:].contiguous()
-        state = _DecodeState(cache, key_valid, torch.tensor(lengths, device=dev), T - L, list(range(B)), [True] * B, limit - L)
+        state = _DecodeState(cache, key_valid, torch.tensor(lengths, device=dev), T - L, list(range(B)), [True] * B,
+                             limit - L, reserved)
         return state, self._logits(torch.cat(last))
+
+    def _reserve_cache(self) -> bool:
+        """Whether decode caches grow in place inside reserved buffers (see _DecodeState.ensure_column):
+        where the C attention kernel reads them, since it takes any batch and head strides (the torch
+        form's matrix products would copy a strided view at every step)."""
+        return self.native and self.device.type == "cpu" and native.attends(self.cache_dtype)
 
     def _new_cache(self, B: int, S: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         shape = (B, self.n_kv, S, self.head_dim)

@@ -94,6 +94,10 @@ def load(path: Path) -> ctypes.CDLL:
     return lib
 
 
+def attends(dtype: torch.dtype) -> bool:
+    """Whether :func:`decode_attention` runs caches of this dtype here (the kernel builds and has it)."""
+    return dtype in _SUFFIX and kernel() is not None
+
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor,
                      prefix: tuple[torch.Tensor, torch.Tensor] | None = None, lib: ctypes.CDLL | None = None,
