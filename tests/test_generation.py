@@ -307,3 +307,30 @@ def test_weights_cast_once_give_autocasts_tokens(tmp_path):
             want = [c.token_ids for c in uncast.generate(prompts, max_new_tokens=20, stop_ids=[2], **kw)]
             got = [c.token_ids for c in cast_once.generate(prompts, max_new_tokens=20, stop_ids=[2], **kw)]
         assert got == want
+
+
+def test_fused_norm_is_checked_against_the_torch_form_at_first_use(fp32_model, monkeypatch):
+    """The C residual-add-and-norm is used only where its bits equal FastDecoder._rms's here: a kernel
+    that is off by one ulp is found at first use, and the decoder keeps the torch form."""
+    from pspo_eval.generation import native
+    from pspo_eval.generation.engine import FastDecoder
+
+    _, model = fp32_model
+    x, y = torch.randn(3, 1, 576), torch.randn(3, 1, 576)
+    w = model.model.layers[0].input_layernorm.weight
+    dec = FastDecoder(model)
+    torch_form = (x + y, dec._rms(x + y, w))
+    if native.kernel() is not None:  # the real kernel passes the check and gives the same bits
+        got = dec._add_rms(x.clone(), y, w)
+        assert dec._norm_checked == {(torch.float32, 576): True}
+        assert torch.equal(got[0], torch_form[0]) and torch.equal(got[1], torch_form[1])
+    def off_by_one_ulp(x, y, weight, eps, lib=None):  # the torch form, its norm one ulp up
+        x = x if y is None else x.add_(y)
+        h = FastDecoder._rms(SimpleNamespace(eps=eps), x, weight)
+        return x, torch.nextafter(h, torch.full_like(h, float("inf")))
+
+    monkeypatch.setattr(native, "add_rms", off_by_one_ulp)
+    dec = FastDecoder(model)
+    got = dec._add_rms(x.clone(), y, w)
+    assert dec._norm_checked == {(torch.float32, 576): False}
+    assert torch.equal(got[0], torch_form[0]) and torch.equal(got[1], torch_form[1])

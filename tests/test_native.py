@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -155,6 +156,39 @@ def test_rotary_kernel_gives_the_torch_forms_bits_and_layout(lib, B, T, transpos
         assert torch.equal(out, want)
         assert [s for s, m in zip(out.stride(), out.shape) if m > 1] == [s for s, m in zip(want.stride(), want.shape) if m > 1]
     assert native.rope(x.float(), cos.float(), sin.float(), H, KV, D, lib=lib) is None  # bf16 only
+
+
+def _rms_torch_form(x, w, eps):
+    return FastDecoder._rms(SimpleNamespace(eps=eps), x, w)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("N", [8, 24, 100, 576, 960, 2048, 16384])
+@pytest.mark.parametrize("R,layout", [(1, "transposed"), (37, "transposed"), (256, "transposed"), (33, "rows"), (5, "none")])
+def test_add_rms_gives_torch_add_and_the_decoders_norm_bit_for_bit(lib, dtype, N, R, layout):
+    """The fused residual add and RMS norm against torch's add and FastDecoder._rms: the same bits
+    (the kernel follows torch's summation order), for y as _lin leaves it at decode (transposed), as
+    rows (prefill), and with no add; x is updated in place."""
+    gen = torch.Generator().manual_seed(N + R)
+    x = (torch.randn(R, 1, N, generator=gen) * torch.rand(R, 1, 1, generator=gen) * 4).to(dtype)
+    y = {"transposed": torch.randn(N, R, generator=gen).to(dtype).t().reshape(R, 1, N),
+         "rows": torch.randn(R, 1, N, generator=gen).to(dtype), "none": None}[layout]
+    w = (torch.randn(N, generator=gen) * 0.3 + 1).to(dtype)
+    want_x = x if y is None else x + y
+    want_h = _rms_torch_form(want_x, w, 1e-5)
+    got = native.add_rms(x, y, w, 1e-5, lib=lib)
+    assert got is not None and got[0] is x
+    assert torch.equal(x, want_x) and torch.equal(got[1], want_h) and got[1].is_contiguous()
+
+
+@needs_kernel
+def test_add_rms_takes_only_what_it_can_read():
+    x, w = torch.randn(4, 16), torch.ones(16)
+    assert native.add_rms(x.t(), None, torch.ones(4), 1e-5) is None  # x not contiguous
+    assert native.add_rms(x.double(), None, w.double(), 1e-5) is None  # no float64 variant
+    assert native.add_rms(x, None, w.bfloat16(), 1e-5) is None  # weight of another dtype
+    assert native.add_rms(x, torch.randn(4, 8), w, 1e-5) is None  # y of another shape
 
 
 @needs_kernel

@@ -1,4 +1,5 @@
-"""A decode step's C kernels (``resources/native/decode_step.c``: attention and the greedy choice):
+"""A decode step's C kernels (``resources/native/decode_step.c``: attention, the greedy choice, the
+rotary embedding, the residual add with the RMS norm):
 built once per machine, called by ctypes.
 
 Optional by design: it is compiled on first use with the system C compiler (``$CC`` or ``cc``, with
@@ -89,6 +90,10 @@ def load(path: Path) -> ctypes.CDLL:
         fn = getattr(lib, f"argmax_columns_{suffix}")
         fn.restype = ctypes.c_int
         fn.argtypes = [_PTR, _I64, _I64, _PTR, ctypes.c_int]
+    for suffix in _SUFFIX.values():
+        fn = getattr(lib, f"add_rms_{suffix}")
+        fn.restype = ctypes.c_int
+        fn.argtypes = [_PTR, _I64, _I64, _PTR, _I64, _I64, _PTR, ctypes.c_float, _PTR, ctypes.c_int]
     lib.rope_bf16.restype = ctypes.c_int
     lib.rope_bf16.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _I64, _PTR, _PTR, _PTR, _PTR] + [_I64] * 5 + [ctypes.c_int]
     return lib
@@ -142,6 +147,32 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: t
     if failed:
         raise MemoryError("decode-attention kernel: out of memory")
     return out.view(B, H, 1, D)
+
+
+def add_rms(x: torch.Tensor, y: torch.Tensor | None, weight: torch.Tensor, eps: float,
+            lib: ctypes.CDLL | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The residual add and RMS norm of a decoder layer in one pass: x += y (in place; y None: no
+    add), then (x, h) with h = weight · x / sqrt(mean(x²) + eps) in torch's float32 arithmetic and
+    summation order (see the kernel's comment; the caller checks the bits at first use). x [..., N]
+    contiguous, y the same shape with any strides, weight [N]. None where the kernel cannot run these
+    tensors (then x is unchanged)."""
+    lib = lib or kernel()
+    suffix = _SUFFIX.get(x.dtype)
+    if lib is None or suffix is None or x.device.type != "cpu" or not x.is_contiguous():
+        return None
+    N = x.shape[-1]
+    if weight.dtype != x.dtype or weight.shape != (N,) or (y is not None and (y.dtype != x.dtype or y.shape != x.shape)):
+        return None
+    y2 = None if y is None else y.reshape(-1, N)
+    weight = weight.contiguous()
+    h = torch.empty_like(x, memory_format=torch.contiguous_format)
+    if getattr(lib, f"add_rms_{suffix}")(
+        x.data_ptr(), x.numel() // max(N, 1), N, None if y2 is None else y2.data_ptr(),
+        0 if y2 is None else y2.stride(0), 0 if y2 is None else y2.stride(1), weight.data_ptr(), eps,
+        h.data_ptr(), torch.get_num_threads(),
+    ):
+        raise MemoryError("add-rms kernel: out of memory")
+    return x, h
 
 
 def argmax_columns(x: torch.Tensor, lib: ctypes.CDLL | None = None) -> torch.Tensor | None:

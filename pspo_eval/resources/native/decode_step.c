@@ -451,3 +451,173 @@ int rope_bf16(const uint16_t *x, int64_t sb, int64_t st, int64_t sn, const uint1
     }
     return 0;
 }
+
+/* Residual add and RMS norm, fused: for each of the R rows of x [R, N] (contiguous, updated in
+ * place), x = R(x + y) when y is given (any strides: sr between rows, sc between columns), then
+ * h = R(w * R(x * 1/sqrt(sum(x^2) / N + eps))), R rounding to the tensor's dtype, with exactly the
+ * operations and the summation order of torch's CPU kernels for FastDecoder._rms (float32 math):
+ * sum(x^2) as torch's cascade sum of a contiguous row (ATen SumKernel: vectors of 8 lanes, four
+ * of them interleaved, levels of 16, partials added in order), 1/sqrt as a correctly rounded
+ * square root and division. Compiled without -ffast-math (the pragmas below), which would reorder
+ * the sum and use an approximate reciprocal square root; native.add_rms checks the bits against
+ * torch's at first use and keeps the torch form where they differ. Replaces ten torch calls per
+ * norm (a float copy, pow, sum, div, add, rsqrt, mul, a cast, mul, and the add before it). */
+#if defined(__clang__)
+#pragma float_control(precise, on, push)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("no-fast-math", "fp-contract=off")
+#endif
+
+#define SUM_LANES 8
+#define SUM_ILP 4
+#define SUM_LEVELS 4
+
+static int64_t ceil_log2(int64_t x) { /* ATen's utils::CeilLog2 */
+    if (x <= 2) return 1;
+    int64_t b = 0;
+    for (uint64_t v = (uint64_t)(x - 1); v; v >>= 1) b++;
+    return b;
+}
+
+/* torch's float sum of a contiguous row r [n] (vectorized_inner_sum -> row_sum -> multi_row_sum),
+ * its 8 lanes as one vector of the compiler's vector extension (lane-wise, so exact as written). */
+typedef float lanes8 __attribute__((vector_size(32)));
+static inline lanes8 lanes8_load(const float *p) { lanes8 v; memcpy(&v, p, sizeof v); return v; }
+
+static float torch_row_sum(const float *r, int64_t n) {
+    const int64_t nv = n / SUM_LANES, size = nv / SUM_ILP;
+    const int64_t power = ceil_log2(size) / SUM_LEVELS > 4 ? ceil_log2(size) / SUM_LEVELS : 4;
+    const int64_t step = (int64_t)1 << power, mask = step - 1;
+    const lanes8 zero = {0};
+    lanes8 acc[SUM_LEVELS][SUM_ILP];
+    for (int j = 0; j < SUM_LEVELS; j++)
+        for (int k = 0; k < SUM_ILP; k++) acc[j][k] = zero;
+    int64_t i = 0;
+    while (i + step <= size) {
+        for (int64_t j = 0; j < step; j++, i++)
+            for (int k = 0; k < SUM_ILP; k++) acc[0][k] += lanes8_load(r + (i * SUM_ILP + k) * SUM_LANES);
+        for (int j = 1; j < SUM_LEVELS; j++) {
+            for (int k = 0; k < SUM_ILP; k++) { acc[j][k] += acc[j - 1][k]; acc[j - 1][k] = zero; }
+            if ((i & (mask << (j * power))) != 0) break;
+        }
+    }
+    for (; i < size; i++)
+        for (int k = 0; k < SUM_ILP; k++) acc[0][k] += lanes8_load(r + (i * SUM_ILP + k) * SUM_LANES);
+    for (int j = 1; j < SUM_LEVELS; j++)
+        for (int k = 0; k < SUM_ILP; k++) acc[0][k] += acc[j][k];
+    for (int64_t v = size * SUM_ILP; v < nv; v++) acc[0][0] += lanes8_load(r + v * SUM_LANES); /* past the last four */
+    for (int k = 1; k < SUM_ILP; k++) acc[0][0] += acc[0][k];
+    float total = 0.0f;
+    for (int64_t e = nv * SUM_LANES; e < n; e++) total += r[e]; /* the scalar tail first, then the lanes */
+    for (int l = 0; l < SUM_LANES; l++) total += acc[0][0][l];
+    return 0.0f + total;
+}
+
+/* Loads and rounding for the norm, defined here so they are compiled (and inlined) under the same
+ * options as the functions using them. */
+static inline float nb_load(const uint16_t *p, int64_t i) { uint32_t u = (uint32_t)p[i] << 16; float f; memcpy(&f, &u, 4); return f; }
+static inline float nf_load(const float *p, int64_t i) { return p[i]; }
+static inline float nb_value(float f) { uint32_t u; memcpy(&u, &f, 4); u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u; memcpy(&f, &u, 4); return f; }
+static inline float nf_value(float f) { return f; }
+static inline void nb_store(uint16_t *p, int64_t i, float f) { uint32_t u; memcpy(&u, &f, 4); p[i] = (uint16_t)(u >> 16); } /* f already rounded */
+static inline void nf_store(float *p, int64_t i, float f) { p[i] = f; }
+
+#if defined(__AVX512F__)
+static inline __m512 nb_load16(const uint16_t *p) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16)); }
+static inline __m512 nf_load16(const float *p) { return _mm512_loadu_ps(p); }
+static inline __m512 nb_value16(__m512 f) { /* as nb_value, 16 lanes */
+    const __m512i u = _mm512_castps_si512(f);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd);
+    return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u)));
+}
+static inline __m512 nf_value16(__m512 f) { return f; }
+static inline void nb_store16(uint16_t *p, __m512 f) { _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(f), 16))); }
+static inline void nf_store16(float *p, __m512 f) { _mm512_storeu_ps(p, f); }
+#endif
+
+/* One row: x = R(x + y) (yr: the row of y, contiguous, as floats; NULL: no add), xf = x as floats,
+ * sq = x^2; then h = R(w * R(x * inv)). */
+#if defined(__AVX512F__)
+#define ROW_VEC16(T, P)                                                                          \
+    for (; c + 16 <= N; c += 16) {                                                               \
+        __m512 v = P##_load16(xr + c);                                                           \
+        if (yr) { v = P##_value16(_mm512_add_ps(v, _mm512_loadu_ps(yr + c))); P##_store16(xr + c, v); } \
+        _mm512_storeu_ps(xf + c, v);                                                             \
+        _mm512_storeu_ps(sq + c, _mm512_mul_ps(v, v));                                           \
+    }
+#define NORM_VEC16(T, P)                                                                         \
+    for (; c + 16 <= N; c += 16)                                                                 \
+        P##_store16(hr + c, P##_value16(_mm512_mul_ps(P##_load16(w + c),                         \
+                                                      P##_value16(_mm512_mul_ps(_mm512_loadu_ps(xf + c), vinv))))); 
+#else
+#define ROW_VEC16(T, P)
+#define NORM_VEC16(T, P)
+#endif
+
+#define DEFINE_ADD_RMS(NAME, T, P)                                                               \
+int NAME(T *x, int64_t R, int64_t N, const T *y, int64_t sr, int64_t sc, const T *w, float eps, \
+         T *h, int threads) {                                                                    \
+    int failed = 0;                                                                              \
+    const int64_t BLK = 16; /* rows of a transposed y gathered at a time */                      \
+    _Pragma("omp parallel num_threads(threads)")                                                 \
+    {                                                                                            \
+        const int64_t n1 = N > 0 ? N : 1;                                                        \
+        float *xf = malloc(sizeof(float) * n1), *sq = malloc(sizeof(float) * n1);                \
+        float *yb = malloc(sizeof(float) * n1 * BLK);                                            \
+        if (!xf || !sq || !yb) {                                                                 \
+            _Pragma("omp atomic write")                                                          \
+            failed = 1;                                                                          \
+        }                                                                                        \
+        _Pragma("omp for schedule(static)")                                                      \
+        for (int64_t r0 = 0; r0 < R; r0 += BLK) {                                                \
+            if (!xf || !sq || !yb) continue;                                                     \
+            const int64_t nb = R - r0 < BLK ? R - r0 : BLK;                                      \
+            if (y) { /* this block's rows of y as contiguous floats: along rows where those are adjacent */ \
+                if (sr == 1)                                                                     \
+                    for (int64_t c = 0; c < N; c++)                                              \
+                        for (int64_t b = 0; b < nb; b++) yb[b * N + c] = P##_load(y, (r0 + b) + c * sc); \
+                else                                                                             \
+                    for (int64_t b = 0; b < nb; b++)                                             \
+                        for (int64_t c = 0; c < N; c++) yb[b * N + c] = P##_load(y, (r0 + b) * sr + c * sc); \
+            }                                                                                    \
+            for (int64_t b = 0; b < nb; b++) {                                                   \
+                T *xr = x + (r0 + b) * N, *hr = h + (r0 + b) * N;                                \
+                const float *yr = y ? yb + b * N : NULL;                                         \
+                int64_t c = 0;                                                                   \
+                ROW_VEC16(T, P)                                                                  \
+                for (; c < N; c++) {                                                             \
+                    float v = P##_load(xr, c);                                                   \
+                    if (yr) { v = P##_value(v + yr[c]); P##_store(xr, c, v); }                   \
+                    xf[c] = v;                                                                   \
+                    sq[c] = v * v;                                                               \
+                }                                                                                \
+                const float inv = 1.0f / sqrtf(torch_row_sum(sq, N) / (float)N + eps);           \
+                c = 0;                                                                           \
+                NORM_VEC_BEGIN                                                                   \
+                NORM_VEC16(T, P)                                                                 \
+                for (; c < N; c++) P##_store(hr, c, P##_value(P##_load(w, c) * P##_value(xf[c] * inv))); \
+            }                                                                                    \
+        }                                                                                        \
+        free(xf);                                                                                \
+        free(sq);                                                                                \
+        free(yb);                                                                                \
+    }                                                                                            \
+    return failed;                                                                               \
+}
+
+#if defined(__AVX512F__)
+#define NORM_VEC_BEGIN const __m512 vinv = _mm512_set1_ps(inv);
+#else
+#define NORM_VEC_BEGIN
+#endif
+DEFINE_ADD_RMS(add_rms_bf16, uint16_t, nb)
+DEFINE_ADD_RMS(add_rms_f32, float, nf)
+
+#if defined(__clang__)
+#pragma float_control(pop)
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
