@@ -134,7 +134,7 @@ def run_lm_eval(model_dir: str, args, dtype: str) -> float:
 PROFILE_PARTS = {  # FastDecoder method → the part of the step it is
     "_lin": "projections (QKV, output, gate/up, down)",
     "_attend": "attention over the KV cache (cache write + products)",
-    "_rms": "RMS norms",
+    "_add_rms": "residual adds and RMS norms (C kernel where it runs)",
     "_rope": "rotary embedding",
     "_rope_heads": "rotary embedding (C kernel, bf16)",
     "_choose": "sampling (argmax / top-p)",
@@ -160,7 +160,8 @@ def profile_decode(n: int, dtype: str, max_new_tokens: int, batch_size: int) -> 
 
     The parts are FastDecoder's own methods, each wrapped in a timer on the instance (nothing in the
     hot path changes when not profiling); "Python and the rest" is the decode step's wall time minus
-    the timed parts (embedding, residual adds, SiLU·up, reshapes, loop bookkeeping, interpreter).
+    the timed parts (embedding, SiLU·up, the last residual add and the final norm, reshapes, loop
+    bookkeeping, interpreter).
     """
     from pspo_eval.data import load_dataset
     from pspo_eval.generation.engine import _DecodeState
