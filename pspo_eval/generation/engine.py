@@ -444,10 +444,8 @@ class FastDecoder:
         cos, sin = cos3.unsqueeze(1), sin3.unsqueeze(1)
         # bf16 on CPU: the rotary embedding in one C call per layer, the same bits (generation.native)
         native_rope = self.native and x.dtype == torch.bfloat16 and x.device.type == "cpu"
-        h = None
+        x, h = self._add_rms(x, None, self.layers[0].in_norm)
         for i, layer in enumerate(self.layers):
-            if h is None:
-                x, h = self._add_rms(x, None, layer.in_norm)
             qkv = self._lin(h, layer.wqkv, layer.bqkv)
             qk = self._rope_heads(qkv, cos3, sin3) if native_rope and layer.q_norm is None else None
             q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)

@@ -458,10 +458,12 @@ int rope_bf16(const uint16_t *x, int64_t sb, int64_t st, int64_t sn, const uint1
  * operations and the summation order of torch's CPU kernels for FastDecoder._rms (float32 math):
  * sum(x^2) as torch's cascade sum of a contiguous row (ATen SumKernel: vectors of 8 lanes, four
  * of them interleaved, levels of 16, partials added in order), 1/sqrt as a correctly rounded
- * square root and division. Compiled without -ffast-math (the pragmas below), which would reorder
- * the sum and use an approximate reciprocal square root; native.add_rms checks the bits against
- * torch's at first use and keeps the torch form where they differ. Replaces ten torch calls per
- * norm (a float copy, pow, sum, div, add, rsqrt, mul, a cast, mul, and the add before it). */
+ * square root and division. Those (and the float32 scaling) are compiled without -ffast-math (the
+ * pragmas below), which would reorder the sum and the products and use an approximate reciprocal
+ * square root; the bf16 passes round through integer arithmetic between operations, which it
+ * cannot change. native.add_rms checks the bits
+ * against torch's at first use and keeps the torch form where they differ. Replaces ten torch calls
+ * per norm (a float copy, pow, sum, div, add, rsqrt, mul, a cast, mul, and the add before it). */
 #if defined(__clang__)
 #pragma float_control(precise, on, push)
 #pragma clang fp contract(off)
@@ -515,53 +517,34 @@ static float torch_row_sum(const float *r, int64_t n) {
     return 0.0f + total;
 }
 
-/* Loads and rounding for the norm, defined here so they are compiled (and inlined) under the same
- * options as the functions using them. */
-static inline float nb_load(const uint16_t *p, int64_t i) { uint32_t u = (uint32_t)p[i] << 16; float f; memcpy(&f, &u, 4); return f; }
-static inline float nf_load(const float *p, int64_t i) { return p[i]; }
-static inline float nb_value(float f) { uint32_t u; memcpy(&u, &f, 4); u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u; memcpy(&f, &u, 4); return f; }
-static inline float nf_value(float f) { return f; }
-static inline void nb_store(uint16_t *p, int64_t i, float f) { uint32_t u; memcpy(&u, &f, 4); p[i] = (uint16_t)(u >> 16); } /* f already rounded */
-static inline void nf_store(float *p, int64_t i, float f) { p[i] = f; }
-
-#if defined(__AVX512F__)
-static inline __m512 nb_load16(const uint16_t *p) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16)); }
-static inline __m512 nf_load16(const float *p) { return _mm512_loadu_ps(p); }
-static inline __m512 nb_value16(__m512 f) { /* as nb_value, 16 lanes */
-    const __m512i u = _mm512_castps_si512(f);
-    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd);
-    return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u)));
+/* 1 / sqrt(mean(sq) + eps) for a row's squares, as torch computes it. */
+static float rms_inverse(const float *sq, int64_t n, float eps) {
+    return 1.0f / sqrtf(torch_row_sum(sq, n) / (float)n + eps);
 }
-static inline __m512 nf_value16(__m512 f) { return f; }
-static inline void nb_store16(uint16_t *p, __m512 f) { _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(f), 16))); }
-static inline void nf_store16(float *p, __m512 f) { _mm512_storeu_ps(p, f); }
+
+/* h = w * (x * inv) in float32 (the product first, as torch's two calls): here, since -ffast-math
+ * would reassociate it; in bf16 the rounding between the two products keeps them apart. */
+static void scale_f32(float *h, const float *w, const float *xf, float inv, int64_t n) {
+    for (int64_t c = 0; c < n; c++) h[c] = w[c] * (xf[c] * inv);
+}
+
+#if defined(__clang__)
+#pragma float_control(pop)
+#elif defined(__GNUC__)
+#pragma GCC pop_options
 #endif
 
-/* One row: x = R(x + y) (yr: the row of y, contiguous, as floats; NULL: no add), xf = x as floats,
- * sq = x^2; then h = R(w * R(x * inv)). */
-#if defined(__AVX512F__)
-#define ROW_VEC16(T, P)                                                                          \
-    for (; c + 16 <= N; c += 16) {                                                               \
-        __m512 v = P##_load16(xr + c);                                                           \
-        if (yr) { v = P##_value16(_mm512_add_ps(v, _mm512_loadu_ps(yr + c))); P##_store16(xr + c, v); } \
-        _mm512_storeu_ps(xf + c, v);                                                             \
-        _mm512_storeu_ps(sq + c, _mm512_mul_ps(v, v));                                           \
-    }
-#define NORM_VEC16(T, P)                                                                         \
-    for (; c + 16 <= N; c += 16)                                                                 \
-        P##_store16(hr + c, P##_value16(_mm512_mul_ps(P##_load16(w + c),                         \
-                                                      P##_value16(_mm512_mul_ps(_mm512_loadu_ps(xf + c), vinv))))); 
-#else
-#define ROW_VEC16(T, P)
-#define NORM_VEC16(T, P)
-#endif
+static inline void scale_bf16(uint16_t *h, const uint16_t *w, const float *xf, float inv, int64_t n) {
+    for (int64_t c = 0; c < n; c++) h[c] = bf16_round(bf16_load(w, c) * bf16_value(xf[c] * inv));
+}
 
-#define DEFINE_ADD_RMS(NAME, T, P)                                                               \
+/* x, h [R, N]; y gathered 16 rows at a time into contiguous float rows (a transposed y, sr == 1,
+ * is then read along its contiguous columns). Plain loops the compiler vectorises. */
+#define DEFINE_ADD_RMS(NAME, T, LOAD, VALUE, ROUND, SCALE)                                       \
 int NAME(T *x, int64_t R, int64_t N, const T *y, int64_t sr, int64_t sc, const T *w, float eps, \
          T *h, int threads) {                                                                    \
+    const int64_t BLK = 16;                                                                      \
     int failed = 0;                                                                              \
-    const int64_t BLK = 16; /* rows of a transposed y gathered at a time */                      \
     _Pragma("omp parallel num_threads(threads)")                                                 \
     {                                                                                            \
         const int64_t n1 = N > 0 ? N : 1;                                                        \
@@ -575,30 +558,21 @@ int NAME(T *x, int64_t R, int64_t N, const T *y, int64_t sr, int64_t sc, const T
         for (int64_t r0 = 0; r0 < R; r0 += BLK) {                                                \
             if (!xf || !sq || !yb) continue;                                                     \
             const int64_t nb = R - r0 < BLK ? R - r0 : BLK;                                      \
-            if (y) { /* this block's rows of y as contiguous floats: along rows where those are adjacent */ \
-                if (sr == 1)                                                                     \
-                    for (int64_t c = 0; c < N; c++)                                              \
-                        for (int64_t b = 0; b < nb; b++) yb[b * N + c] = P##_load(y, (r0 + b) + c * sc); \
-                else                                                                             \
-                    for (int64_t b = 0; b < nb; b++)                                             \
-                        for (int64_t c = 0; c < N; c++) yb[b * N + c] = P##_load(y, (r0 + b) * sr + c * sc); \
-            }                                                                                    \
+            if (y && sr == 1)                                                                    \
+                for (int64_t c = 0; c < N; c++)                                                  \
+                    for (int64_t b = 0; b < nb; b++) yb[b * N + c] = LOAD(y, (r0 + b) + c * sc); \
+            else if (y)                                                                          \
+                for (int64_t b = 0; b < nb; b++)                                                 \
+                    for (int64_t c = 0; c < N; c++) yb[b * N + c] = LOAD(y, (r0 + b) * sr + c * sc); \
             for (int64_t b = 0; b < nb; b++) {                                                   \
                 T *xr = x + (r0 + b) * N, *hr = h + (r0 + b) * N;                                \
-                const float *yr = y ? yb + b * N : NULL;                                         \
-                int64_t c = 0;                                                                   \
-                ROW_VEC16(T, P)                                                                  \
-                for (; c < N; c++) {                                                             \
-                    float v = P##_load(xr, c);                                                   \
-                    if (yr) { v = P##_value(v + yr[c]); P##_store(xr, c, v); }                   \
-                    xf[c] = v;                                                                   \
-                    sq[c] = v * v;                                                               \
-                }                                                                                \
-                const float inv = 1.0f / sqrtf(torch_row_sum(sq, N) / (float)N + eps);           \
-                c = 0;                                                                           \
-                NORM_VEC_BEGIN                                                                   \
-                NORM_VEC16(T, P)                                                                 \
-                for (; c < N; c++) P##_store(hr, c, P##_value(P##_load(w, c) * P##_value(xf[c] * inv))); \
+                const float *yr = yb + b * N;                                                    \
+                if (y)                                                                           \
+                    for (int64_t c = 0; c < N; c++) { xf[c] = VALUE(LOAD(xr, c) + yr[c]); xr[c] = ROUND(xf[c]); } \
+                else                                                                             \
+                    for (int64_t c = 0; c < N; c++) xf[c] = LOAD(xr, c);                         \
+                for (int64_t c = 0; c < N; c++) sq[c] = xf[c] * xf[c];                           \
+                SCALE(hr, w, xf, rms_inverse(sq, N, eps), N);                                    \
             }                                                                                    \
         }                                                                                        \
         free(xf);                                                                                \
@@ -608,16 +582,6 @@ int NAME(T *x, int64_t R, int64_t N, const T *y, int64_t sr, int64_t sc, const T
     return failed;                                                                               \
 }
 
-#if defined(__AVX512F__)
-#define NORM_VEC_BEGIN const __m512 vinv = _mm512_set1_ps(inv);
-#else
-#define NORM_VEC_BEGIN
-#endif
-DEFINE_ADD_RMS(add_rms_bf16, uint16_t, nb)
-DEFINE_ADD_RMS(add_rms_f32, float, nf)
-
-#if defined(__clang__)
-#pragma float_control(pop)
-#elif defined(__GNUC__)
-#pragma GCC pop_options
-#endif
+static inline float f32_value(float f) { return f; }
+DEFINE_ADD_RMS(add_rms_bf16, uint16_t, bf16_load, bf16_value, bf16_round, scale_bf16)
+DEFINE_ADD_RMS(add_rms_f32, float, f32_load, f32_value, f32_round, scale_f32)
