@@ -3,6 +3,7 @@ greedy choice against torch.argmax."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ import torch
 
 from pspo_eval.generation import native
 from pspo_eval.generation.engine import FastDecoder
+from pspo_eval.machine import cpu_flags
 
 # CI has a C compiler: there the kernel must build; elsewhere a machine without one skips.
 needs_kernel = pytest.mark.skipif(
@@ -69,6 +71,41 @@ def test_kernel_equals_the_float32_torch_form(lib, dtype, S, P, D):
         err = (got.float() - exact).abs().max()
         assert err <= 1e-2
         assert err <= (_torch_form(q, k, v, valid, prefix).float() - exact).abs().max()
+
+
+@needs_kernel
+@pytest.mark.skipif("avx512_bf16" not in cpu_flags(), reason="both bf16 score paths need AVX512-BF16")
+@pytest.mark.parametrize("S,P,G", [(1, 0, 3), (37, 11, 3), (203, 42, 3), (64, 48, 1), (30, 5, 4), (41, 0, 7)])
+def test_both_bf16_score_paths_give_the_same_bits(tmp_path, S, P, G):
+    """The dot-product instruction and the float32 FMAs (PSPO_SCORES_FMA in the kernel; which one
+    runs depends on the CPU) give the same scores bit for bit, remainders of four and masked columns
+    included, and so the same attention."""
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    assert compiler is not None
+    libs = [native.load(native.build(native.SOURCE, tmp_path / str(f), compiler, (f"-DPSPO_SCORES_FMA={f}",))) for f in (0, 1)]
+    gen = torch.Generator().manual_seed(S * 100 + G)
+    B, KV, D = 6, 3, 64
+    q = (torch.randn(B, KV * G, 1, D, generator=gen) * 2).bfloat16()
+    k, v = (torch.randn(B, KV, S, D, generator=gen).bfloat16() for _ in range(2))
+    valid = torch.rand(B, S, generator=gen) > 0.3
+    valid[:, -1] = True
+    pk, pv = (torch.randn(1, KV, P, D, generator=gen).bfloat16() for _ in range(2))
+    scores = []
+    for lib in libs:
+        sc = torch.empty(G, P + S)
+        fn = lib.decode_scores_bf16
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_float, ctypes.c_void_p]
+        q0, k0, ok = q[0, :G, 0].contiguous(), k[0, 0].contiguous(), valid[0].contiguous().view(torch.uint8)
+        assert fn(q0.data_ptr(), pk[0, 0].contiguous().data_ptr(), k0.data_ptr(), ok.data_ptr(), P, S, G, D, 0.125, sc.data_ptr()) == 0
+        scores.append(sc)
+    assert torch.equal(scores[0], scores[1])
+    dots = q[0, :G, 0].float() @ torch.cat([pk[0, 0], k[0, 0]]).float().t() * 0.125  # and they are the scores
+    torch.testing.assert_close(scores[0][:, torch.cat([torch.ones(P, dtype=torch.bool), valid[0]])],
+                               dots[:, torch.cat([torch.ones(P, dtype=torch.bool), valid[0]])], rtol=1e-5, atol=1e-5)
+    live = torch.tensor([True, True, False, True, True, True])
+    dot, fma = (native.decode_attention(q, k, v, valid, (pk, pv), lib=lib, live=live) for lib in libs)
+    assert dot is not None and torch.equal(dot, fma)
 
 
 @needs_kernel

@@ -81,6 +81,69 @@ static inline __m128 sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
     return _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
 }
 
+/* Which instructions compute the bf16 scores for D = 64. Where the CPU has AMX (Intel Sapphire
+ * Rapids and later), float32 FMAs on keys widened to float32: measured there, vdpbf16ps on 512-bit
+ * registers ran at ~1.8 G instructions/s against 4.6-7 G/s for vfmadd231ps (twice the multiplies a
+ * second in float32), and the scores went 5.2-5.7 -> 3.9-4.2 ns a key row in L1; 30 layers of a
+ * 256-row cache in DRAM, with the value pass's cheaper widening below, 70.0-74.4 -> 69.3-71.8 ms
+ * (interleaved, min and median of 12; memory bounds the rest). Elsewhere (AMD Zen 4 runs
+ * the 512-bit dot product at full rate), the dot-product instruction. Both give the same bits:
+ * vdpbf16ps adds the odd then the even product of each pair to its float32 lane, one rounding each,
+ * and a product of two bf16 numbers is exact in float32, so one FMA per element in that order
+ * computes the same sums (tests/test_native.py builds both and compares). -DPSPO_SCORES_FMA=0/1
+ * chooses by hand. */
+#if !defined(PSPO_SCORES_FMA)
+#if defined(__AMX_BF16__)
+#define PSPO_SCORES_FMA 1
+#else
+#define PSPO_SCORES_FMA 0
+#endif
+#endif
+
+/* The lanes of a 32-element bf16 block as the dot product pairs them, widened to float32: lane i of
+ * *even holds element 2i, of *odd element 2i + 1 (exact). */
+static inline void bf16x32_split(const uint16_t *p, __m512 *even, __m512 *odd) {
+    const __m512i x = _mm512_loadu_si512(p);
+    *even = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+    *odd = _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+/* G queries of 64 elements, split once per item for scores4_fma_d64: qf [G][4][16] = even and odd
+ * lanes of the first, then of the second 32 elements. NULL where that path does not run. */
+static inline float *split_queries_bf16(const uint16_t *q, int64_t G, int64_t D, float *qf) {
+    if (!PSPO_SCORES_FMA || D != 64) return NULL;
+    for (int64_t g = 0; g < G; g++)
+        for (int h = 0; h < 2; h++) {
+            __m512 e, o;
+            bf16x32_split(q + g * 64 + 32 * h, &e, &o);
+            _mm512_storeu_ps(qf + (g * 4 + 2 * h) * 16, e);
+            _mm512_storeu_ps(qf + (g * 4 + 2 * h + 1) * 16, o);
+        }
+    return qf;
+}
+
+/* scores4_bf16's sums for D = 64 with FMAs (see PSPO_SCORES_FMA): the four key rows are widened once
+ * for all G queries. */
+static inline void scores4_fma_d64(const float *qf, const uint16_t *kr, int64_t G, float scale, float *sc,
+                                   int64_t W, int64_t j) {
+    __m512 ke[4][2], ko[4][2];
+    for (int r = 0; r < 4; r++)
+        for (int h = 0; h < 2; h++) bf16x32_split(kr + r * 64 + 32 * h, &ke[r][h], &ko[r][h]);
+    for (int64_t g = 0; g < G; g++) {
+        const float *qg = qf + g * 64;
+        const __m512 qe0 = _mm512_loadu_ps(qg), qo0 = _mm512_loadu_ps(qg + 16);
+        const __m512 qe1 = _mm512_loadu_ps(qg + 32), qo1 = _mm512_loadu_ps(qg + 48);
+        __m512 a[4];
+        for (int r = 0; r < 4; r++) {
+            a[r] = _mm512_fmadd_ps(ko[r][0], qo0, _mm512_setzero_ps());
+            a[r] = _mm512_fmadd_ps(ke[r][0], qe0, a[r]);
+            a[r] = _mm512_fmadd_ps(ko[r][1], qo1, a[r]);
+            a[r] = _mm512_fmadd_ps(ke[r][1], qe1, a[r]);
+        }
+        _mm_storeu_ps(sc + g * W + j, _mm_mul_ps(_mm_set1_ps(scale), sum4(a[0], a[1], a[2], a[3])));
+    }
+}
+
 /* Scores of four consecutive key rows (D % 32 == 0): sc[g * W + j .. j + 3]. */
 static inline void scores4_bf16(const uint16_t *q, const uint16_t *kr, int64_t G, int64_t D, float scale,
                                 float *sc, int64_t W, int64_t j) {
@@ -96,7 +159,21 @@ static inline void scores4_bf16(const uint16_t *q, const uint16_t *kr, int64_t G
         _mm_storeu_ps(sc + g * W + j, _mm_mul_ps(_mm_set1_ps(scale), sum4(a0, a1, a2, a3)));
     }
 }
+/* Four key rows by whichever path runs: qf (the split queries) or NULL. */
+#define SCORES4_BF16(q, kr, G, D, scale, sc, W, j)                                                 \
+    (qf ? scores4_fma_d64(qf, kr, G, scale, sc, W, j) : scores4_bf16(q, kr, G, D, scale, sc, W, j))
 #endif
+
+#if !defined(__AVX512BF16__)
+static inline float *split_queries_bf16(const uint16_t *q, int64_t G, int64_t D, float *qf) {
+    (void)q, (void)G, (void)D, (void)qf;
+    return NULL;
+}
+#endif
+static inline float *split_queries_f32(const float *q, int64_t G, int64_t D, float *qf) {
+    (void)q, (void)G, (void)D, (void)qf;
+    return NULL;
+}
 
 /* sc[g * W + j] = scale * <q_g, key row> for the G queries q [G, D]: 16 lanes at a time where
  * there is AVX-512 and D % 16 == 0, else one element at a time. */
@@ -148,11 +225,14 @@ static inline void scores_bf16(const uint16_t *q, const uint16_t *kr, int64_t G,
 
 /* All scores of one (row, KV head): the P prefix rows, then the row's own S columns (masked ones
  * get -1e30, a probability of exactly 0). In bf16, blocks of four key rows share one reduction; a
- * block is read even where some of its columns are masked (their scores are overwritten). nk: the
- * next item's keys (or NULL), prefetched into L2 row for row. */
+ * block is read even where some of its columns are masked (their scores are overwritten). qf: the
+ * queries as split_queries_bf16 leaves them, or NULL. nk: the next item's keys (or NULL), prefetched
+ * into L2 row for row. */
 #define DEFINE_SCORES_ALL(NAME, T, ONE, HAS_FOUR, FOUR)                                            \
-static inline void NAME(const T *q, const T *pkh, const T *kb, const uint8_t *ok, int64_t P,   \
-                        int64_t S, int64_t G, int64_t D, float scale, float *sc, const T *nk) { \
+static inline void NAME(const T *q, const float *qf, const T *pkh, const T *kb, const uint8_t *ok, \
+                        int64_t P, int64_t S, int64_t G, int64_t D, float scale, float *sc,     \
+                        const T *nk) {                                                          \
+    (void)qf;                                                                                   \
     const int64_t row = D * (int64_t)sizeof(T);                                                 \
     const int64_t W = P + S;                                                                    \
     int64_t j = 0, s = 0;                                                                       \
@@ -175,7 +255,7 @@ static inline void NAME(const T *q, const T *pkh, const T *kb, const uint8_t *ok
 }
 
 #if defined(__AVX512BF16__)
-DEFINE_SCORES_ALL(scores_all_bf16, uint16_t, scores_bf16, 1, scores4_bf16)
+DEFINE_SCORES_ALL(scores_all_bf16, uint16_t, scores_bf16, 1, SCORES4_BF16)
 #else
 DEFINE_SCORES_ALL(scores_all_bf16, uint16_t, scores_bf16, 0, scores_bf16) /* FOUR unused */
 #endif
@@ -204,9 +284,13 @@ static inline void add_row_bf16(const uint16_t *vr, int64_t G, int64_t D, const 
  * and the row's valid columns. nv: the next item's values (or NULL), prefetched into L2. */
 static void values_bf16_d64(const uint16_t *pvh, const uint16_t *vb, const uint8_t *ok, int64_t P,
                             int64_t G, const float *sc, int64_t W, float *acc, const uint16_t *nv) {
+    /* a[g][0..3]: the even and odd elements of the first 32, then of the last 32 (each row widened
+     * by a shift and a mask, two operations for 32 elements instead of four; interleaved back at
+     * the end, each sum the same: 3.0 -> 2.5 ns a row, measured in L1) */
     __m512 a[4][4];
     for (int g = 0; g < 4; g++)
         for (int i = 0; i < 4; i++) a[g][i] = _mm512_setzero_ps();
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     for (int64_t j = 0; j < W; j++) {
         if (j >= P && j + PREFETCH_AHEAD < W) prefetch_bytes(vb + (j - P + PREFETCH_AHEAD) * 64, 128);
         if (nv && j >= P) prefetch_l2(nv + (j - P) * 64, 128);
@@ -214,8 +298,9 @@ static void values_bf16_d64(const uint16_t *pvh, const uint16_t *vb, const uint8
         if (j < P) row = pvh + j * 64;
         else if (ok[j - P]) row = vb + (j - P) * 64;
         else continue;
-        const __m512 x0 = bf16x16_load(row), x1 = bf16x16_load(row + 16);
-        const __m512 x2 = bf16x16_load(row + 32), x3 = bf16x16_load(row + 48);
+        const __m512i r0 = _mm512_loadu_si512(row), r1 = _mm512_loadu_si512(row + 32);
+        const __m512 x0 = _mm512_castsi512_ps(_mm512_slli_epi32(r0, 16)), x1 = _mm512_castsi512_ps(_mm512_and_si512(r0, hi));
+        const __m512 x2 = _mm512_castsi512_ps(_mm512_slli_epi32(r1, 16)), x3 = _mm512_castsi512_ps(_mm512_and_si512(r1, hi));
         for (int g = 0; g < 4; g++) {
             if (g >= G) break;
             const __m512 w = _mm512_set1_ps(sc[g * W + j]);
@@ -225,8 +310,13 @@ static void values_bf16_d64(const uint16_t *pvh, const uint16_t *vb, const uint8
             a[g][3] = _mm512_fmadd_ps(w, x3, a[g][3]);
         }
     }
+    const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     for (int64_t g = 0; g < G; g++)
-        for (int i = 0; i < 4; i++) _mm512_storeu_ps(acc + g * 64 + 16 * i, a[g][i]);
+        for (int h = 0; h < 2; h++) {
+            _mm512_storeu_ps(acc + g * 64 + 32 * h, _mm512_permutex2var_ps(a[g][2 * h], first, a[g][2 * h + 1]));
+            _mm512_storeu_ps(acc + g * 64 + 32 * h + 16, _mm512_permutex2var_ps(a[g][2 * h], second, a[g][2 * h + 1]));
+        }
 }
 #endif
 
@@ -282,7 +372,7 @@ static inline void softmax_rows(float *sc, int64_t G, int64_t W) {
     }
 }
 
-#define DEFINE_KERNEL(NAME, T, ROUND, scores_all, values)                                       \
+#define DEFINE_KERNEL(NAME, T, ROUND, split_queries, scores_all, values)                        \
 int NAME(const T *q, T *k, T *v, const uint8_t *valid, const uint8_t *live,                  \
          const T *pk, const T *pv, int64_t P, T *out, int64_t B, int64_t KV, int64_t G,        \
          int64_t S, int64_t D,                                                                 \
@@ -294,14 +384,15 @@ int NAME(const T *q, T *k, T *v, const uint8_t *valid, const uint8_t *live,     
     {                                                                                          \
         T *qc = malloc(sizeof(T) * G * D);                                                     \
         float *acc = malloc(sizeof(float) * G * D);                                            \
+        float *qfb = malloc(sizeof(float) * G * D);                                            \
         float *sc = malloc(sizeof(float) * G * (W > 0 ? W : 1));                               \
-        if (!qc || !acc || !sc) {                                                              \
+        if (!qc || !acc || !sc || !qfb) {                                                      \
             _Pragma("omp atomic write")                                                        \
             failed = 1;                                                                        \
         }                                                                                      \
         _Pragma("omp for schedule(static)")                                                    \
         for (int64_t it = 0; it < B * KV; it++) {                                              \
-            if (!qc || !acc || !sc) continue;                                                  \
+            if (!qc || !acc || !sc || !qfb) continue;                                          \
             const int64_t b = it / KV, h = it % KV;                                            \
             if (live && !live[b]) {                                                            \
                 memset(out + it * G * D, 0, sizeof(T) * G * D);                                \
@@ -323,7 +414,8 @@ int NAME(const T *q, T *k, T *v, const uint8_t *valid, const uint8_t *live,     
                 nk = k + b2 * k_sb + h2 * k_sh;                                                \
                 nv = v + b2 * v_sb + h2 * v_sh;                                                \
             }                                                                                  \
-            scores_all(qc, pk + h * P * D, kb, ok, P, S, G, D, scale, sc, nk);                 \
+            const float *qf = split_queries(qc, G, D, qfb);                                    \
+            scores_all(qc, qf, pk + h * P * D, kb, ok, P, S, G, D, scale, sc, nk);             \
             softmax_rows(sc, G, W);                                                            \
             values(pv + h * P * D, vb, ok, P, S, G, D, sc, acc, nv);                           \
             T *o = out + it * G * D;                                                           \
@@ -331,13 +423,26 @@ int NAME(const T *q, T *k, T *v, const uint8_t *valid, const uint8_t *live,     
         }                                                                                      \
         free(qc);                                                                              \
         free(acc);                                                                             \
+        free(qfb);                                                                             \
         free(sc);                                                                              \
     }                                                                                          \
     return failed;                                                                             \
 }
 
-DEFINE_KERNEL(decode_attention_bf16, uint16_t, bf16_round, scores_all_bf16, values_bf16)
-DEFINE_KERNEL(decode_attention_f32, float, f32_round, scores_all_f32, values_f32)
+/* One (row, KV head)'s scale * scores, sc [G, P + S], by the path decode_attention_bf16 takes here:
+ * for the tests, which compare the builds' score paths bit for bit (the attention's bf16 output
+ * would hide a last-bit difference). */
+int decode_scores_bf16(const uint16_t *q, const uint16_t *pk, const uint16_t *kb, const uint8_t *ok, int64_t P,
+                       int64_t S, int64_t G, int64_t D, float scale, float *sc) {
+    float *qfb = malloc(sizeof(float) * G * D);
+    if (!qfb) return 1;
+    scores_all_bf16(q, split_queries_bf16(q, G, D, qfb), pk, kb, ok, P, S, G, D, scale, sc, NULL);
+    free(qfb);
+    return 0;
+}
+
+DEFINE_KERNEL(decode_attention_bf16, uint16_t, bf16_round, split_queries_bf16, scores_all_bf16, values_bf16)
+DEFINE_KERNEL(decode_attention_f32, float, f32_round, split_queries_f32, scores_all_f32, values_f32)
 
 /* Greedy choice: out[b] = the first v with x[v, b] the largest of column b, x [V, B] contiguous (the
  * logits as the transposed vocabulary projection leaves them, see engine.FastDecoder._lin). Each
