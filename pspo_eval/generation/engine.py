@@ -690,7 +690,7 @@ class FastDecoder:
         mask = (causal[None] & key_ok[:, None, :]) | (cols[None, :] == (L + qcol)[:, None])[None]
         mask = mask[:, None]
         last = []
-        budget = self.prefill_tokens or 4096 // torch.empty((), dtype=self.cache_dtype).element_size()
+        budget = self.prefill_tokens or 4096 // self.cache_dtype.itemsize
         for a, b in _prefill_groups([n - L for n in lengths], budget):
             w = lengths[b - 1] - L  # the group's widest per-row part; columns before it are padding
             ctx = _Prefill([(k[a:b], v[a:b]) for k, v in cache], L + Ts - w, mask[a:b, :, Ts - w :])

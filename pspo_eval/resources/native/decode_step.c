@@ -68,6 +68,13 @@ static inline float f32_round(float f) { return f; }
 static inline __m512 bf16x16_load(const uint16_t *p) { /* 16 bf16 -> 16 float32 (exact) */
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
 }
+/* 32 bf16 -> float32 in the lanes the dot product pairs them in: lane i of *even holds element 2i,
+ * of *odd element 2i + 1 (exact; a shift and a mask, two operations for 32 elements). */
+static inline void bf16x32_split(const uint16_t *p, __m512 *even, __m512 *odd) {
+    const __m512i x = _mm512_loadu_si512(p);
+    *even = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+    *odd = _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32((int)0xffff0000u)));
+}
 #endif
 
 #if defined(__AVX512BF16__)
@@ -99,28 +106,6 @@ static inline __m128 sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
 #define PSPO_SCORES_FMA 0
 #endif
 #endif
-
-/* The lanes of a 32-element bf16 block as the dot product pairs them, widened to float32: lane i of
- * *even holds element 2i, of *odd element 2i + 1 (exact). */
-static inline void bf16x32_split(const uint16_t *p, __m512 *even, __m512 *odd) {
-    const __m512i x = _mm512_loadu_si512(p);
-    *even = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
-    *odd = _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32((int)0xffff0000u)));
-}
-
-/* G queries of 64 elements, split once per item for scores4_fma_d64: qf [G][4][16] = even and odd
- * lanes of the first, then of the second 32 elements. NULL where that path does not run. */
-static inline float *split_queries_bf16(const uint16_t *q, int64_t G, int64_t D, float *qf) {
-    if (!PSPO_SCORES_FMA || D != 64) return NULL;
-    for (int64_t g = 0; g < G; g++)
-        for (int h = 0; h < 2; h++) {
-            __m512 e, o;
-            bf16x32_split(q + g * 64 + 32 * h, &e, &o);
-            _mm512_storeu_ps(qf + (g * 4 + 2 * h) * 16, e);
-            _mm512_storeu_ps(qf + (g * 4 + 2 * h + 1) * 16, o);
-        }
-    return qf;
-}
 
 /* scores4_bf16's sums for D = 64 with FMAs (see PSPO_SCORES_FMA): the four key rows are widened once
  * for all G queries. */
@@ -164,12 +149,24 @@ static inline void scores4_bf16(const uint16_t *q, const uint16_t *kr, int64_t G
     (qf ? scores4_fma_d64(qf, kr, G, scale, sc, W, j) : scores4_bf16(q, kr, G, D, scale, sc, W, j))
 #endif
 
-#if !defined(__AVX512BF16__)
+/* G queries of 64 elements, split once per item for scores4_fma_d64: qf [G][4][16] = even and odd
+ * lanes of the first, then of the second 32 elements. NULL where that path does not run. */
 static inline float *split_queries_bf16(const uint16_t *q, int64_t G, int64_t D, float *qf) {
+#if defined(__AVX512BF16__)
+    if (PSPO_SCORES_FMA && D == 64) {
+        for (int64_t g = 0; g < G; g++)
+            for (int h = 0; h < 2; h++) {
+                __m512 e, o;
+                bf16x32_split(q + g * 64 + 32 * h, &e, &o);
+                _mm512_storeu_ps(qf + (g * 4 + 2 * h) * 16, e);
+                _mm512_storeu_ps(qf + (g * 4 + 2 * h + 1) * 16, o);
+            }
+        return qf;
+    }
+#endif
     (void)q, (void)G, (void)D, (void)qf;
     return NULL;
 }
-#endif
 static inline float *split_queries_f32(const float *q, int64_t G, int64_t D, float *qf) {
     (void)q, (void)G, (void)D, (void)qf;
     return NULL;
@@ -284,13 +281,12 @@ static inline void add_row_bf16(const uint16_t *vr, int64_t G, int64_t D, const 
  * and the row's valid columns. nv: the next item's values (or NULL), prefetched into L2. */
 static void values_bf16_d64(const uint16_t *pvh, const uint16_t *vb, const uint8_t *ok, int64_t P,
                             int64_t G, const float *sc, int64_t W, float *acc, const uint16_t *nv) {
-    /* a[g][0..3]: the even and odd elements of the first 32, then of the last 32 (each row widened
-     * by a shift and a mask, two operations for 32 elements instead of four; interleaved back at
-     * the end, each sum the same: 3.0 -> 2.5 ns a row, measured in L1) */
+    /* a[g][0..3]: the even and odd elements of the first 32, then of the last 32 (bf16x32_split:
+     * half the widening operations of bf16x16_load; interleaved back at the end, each sum the
+     * same: 3.0 -> 2.5 ns a row, measured in L1) */
     __m512 a[4][4];
     for (int g = 0; g < 4; g++)
         for (int i = 0; i < 4; i++) a[g][i] = _mm512_setzero_ps();
-    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     for (int64_t j = 0; j < W; j++) {
         if (j >= P && j + PREFETCH_AHEAD < W) prefetch_bytes(vb + (j - P + PREFETCH_AHEAD) * 64, 128);
         if (nv && j >= P) prefetch_l2(nv + (j - P) * 64, 128);
@@ -298,9 +294,9 @@ static void values_bf16_d64(const uint16_t *pvh, const uint16_t *vb, const uint8
         if (j < P) row = pvh + j * 64;
         else if (ok[j - P]) row = vb + (j - P) * 64;
         else continue;
-        const __m512i r0 = _mm512_loadu_si512(row), r1 = _mm512_loadu_si512(row + 32);
-        const __m512 x0 = _mm512_castsi512_ps(_mm512_slli_epi32(r0, 16)), x1 = _mm512_castsi512_ps(_mm512_and_si512(r0, hi));
-        const __m512 x2 = _mm512_castsi512_ps(_mm512_slli_epi32(r1, 16)), x3 = _mm512_castsi512_ps(_mm512_and_si512(r1, hi));
+        __m512 x0, x1, x2, x3;
+        bf16x32_split(row, &x0, &x1);
+        bf16x32_split(row + 32, &x2, &x3);
         for (int g = 0; g < 4; g++) {
             if (g >= G) break;
             const __m512 w = _mm512_set1_ps(sc[g * W + j]);
@@ -409,8 +405,8 @@ int NAME(const T *q, T *k, T *v, const uint8_t *valid, const uint8_t *live,     
                     vb[st[9] * D + d] = vn[b * st[6] + h * st[7] + d * st[8]];                 \
                 }                                                                              \
             const T *nk = NULL, *nv = NULL; /* the next item's cache, if it is read */         \
-            if (it + 1 < B * KV && (!live || live[(it + 1) / KV])) {                           \
-                const int64_t b2 = (it + 1) / KV, h2 = (it + 1) % KV;                          \
+            const int64_t b2 = (it + 1) / KV, h2 = (it + 1) % KV;                              \
+            if (it + 1 < B * KV && (!live || live[b2])) {                                      \
                 nk = k + b2 * k_sb + h2 * k_sh;                                                \
                 nv = v + b2 * v_sb + h2 * v_sh;                                                \
             }                                                                                  \
